@@ -1,0 +1,404 @@
+"""The TSN dataset: list files, frame folders / videos / LMDB, per-item randomness.
+
+List format, one video per line: ``<path> <num_frames> <label>``, with
+``<path>`` relative to the data root (a frame folder, or a video file when
+``video=True``). Paths may contain spaces: a line is split from the right.
+Frames are numbered from 1 and named by the dataset's template.
+
+Each item reads ``new_length`` consecutive frames per segment (RGB 1, PA/Lite
+``m``, see :mod:`ops.modalities`), staying on the last frame when the video
+ends early. Every random choice of item ``i`` (sampling and augmentation)
+comes from ``numpy.random.default_rng([seed, epoch, i])``, so an item is a
+function of ``(seed, epoch, i)`` whatever the worker or the resume point.
+
+Bad data stops with a message naming the list file and line, or the file:
+:class:`ListFileError` for the list (every bad line at once),
+:class:`SampleLoadError` for frames and videos. No frame is ever replaced by
+another one.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from ops import sampling
+from ops.lmdb_store import FrameStore, frame_key
+from ops.transforms import ClipTransform, FrameDecodeError
+from ops.video_reader import VideoReadError, count_frames, read_frames
+
+logger = logging.getLogger(__name__)
+
+MODES = ("train", "val", "test")
+
+
+class ListFileError(ValueError):
+    """A list file has bad lines; ``problems`` holds one ``file:line: reason`` per line."""
+
+    def __init__(self, path: str, problems: list[str]):
+        self.path = path
+        self.problems = problems
+        super().__init__(f"{len(problems)} bad line(s) in list file {path}:\n" + "\n".join(problems))
+
+
+class SampleLoadError(RuntimeError):
+    """A frame or video of a sample could not be loaded; ``path`` names the file."""
+
+    def __init__(self, path: str, reason: str):
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+    def __reduce__(self):
+        # DataLoader workers pickle exceptions; keep both fields.
+        return (SampleLoadError, (self.path, self.reason))
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    """One line of a list file."""
+
+    path: str
+    num_frames: int
+    label: int
+    #: 1-based line number in ``list_file``.
+    line: int
+    list_file: str = ""
+
+    @property
+    def where(self) -> str:
+        """``file:line`` of the record, for messages."""
+        return f"{self.list_file}:{self.line}"
+
+
+def parse_list_line(line: str) -> tuple[str, int, int]:
+    """Split ``<path> <num_frames> <label>`` from the right; ``ValueError`` with the reason."""
+    parts = line.strip().rsplit(None, 2)
+    if len(parts) != 3:
+        raise ValueError(f"expected '<path> <num_frames> <label>', got {line.strip()!r}")
+    path, n, label = parts
+    try:
+        n_int = int(n)
+    except ValueError:
+        raise ValueError(f"frame count {n!r} is not an integer") from None
+    try:
+        label_int = int(label)
+    except ValueError:
+        raise ValueError(f"label {label!r} is not an integer") from None
+    return path, n_int, label_int
+
+
+def parse_list_file(path: str, num_class: int | None = None) -> list[VideoRecord]:
+    """Read a TSN list file; raises :class:`ListFileError` listing every bad line.
+
+    Blank lines are skipped. A line is bad when it does not have three fields,
+    its frame count is not an integer >= 1, or its label is not an integer in
+    ``[0, num_class)`` (``>= 0`` when ``num_class`` is None).
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.readlines()
+    except OSError as e:
+        raise ListFileError(path, [f"{path}: cannot read list file: {e}"]) from None
+    records: list[VideoRecord] = []
+    problems: list[str] = []
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            vpath, n, label = parse_list_line(line)
+            if n < 1:
+                raise ValueError(f"frame count {n} is < 1")
+            if label < 0 or (num_class is not None and label >= num_class):
+                bound = f"[0, {num_class})" if num_class is not None else ">= 0"
+                raise ValueError(f"label {label} is outside {bound}")
+        except ValueError as e:
+            problems.append(f"{path}:{lineno}: {e}")
+            continue
+        records.append(VideoRecord(vpath, n, label, lineno, path))
+    if problems:
+        raise ListFileError(path, problems)
+    if not records:
+        raise ListFileError(path, [f"{path}: list file has no entries"])
+    return records
+
+
+def frame_numbers(offsets: np.ndarray, num_frames: int, new_length: int) -> np.ndarray:
+    """1-based frame numbers read for 0-based segment ``offsets``: ``new_length`` consecutive
+    frames from each, staying on the last frame of the video.
+
+    Example: offsets ``[0, 8]``, 10 frames, new_length 4 -> ``[1, 2, 3, 4, 9, 10, 10, 10]``.
+
+    Returns: int64 array of shape ``[len(offsets) * new_length]``.
+    """
+    starts = np.asarray(offsets, dtype=np.int64)[:, None] + 1
+    return np.minimum(starts + np.arange(new_length, dtype=np.int64)[None, :], num_frames).reshape(-1)
+
+
+def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The generator of all random choices for item ``index`` in ``epoch``."""
+    return np.random.default_rng([seed, epoch, index])
+
+
+def _open_image_bytes(data: bytes | None, name: str) -> Image.Image:
+    """A lazily decoded image (so a transform may choose a draft size); header errors raise here."""
+    if data is None:
+        raise SampleLoadError(name, "missing frame")
+    if len(data) == 0:
+        raise SampleLoadError(name, "empty image file")
+    try:
+        return Image.open(io.BytesIO(data))
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise SampleLoadError(name, f"not a readable image: {e}") from None
+
+
+def load_folder_frames(folder: str, image_tmpl: str, numbers: Sequence[int]) -> tuple[list[Image.Image], list[str]]:
+    """Open frames ``numbers`` (1-based) of a frame folder, lazily decoded.
+
+    Returns the images and their file names (repeated numbers share one image).
+    Raises :class:`SampleLoadError` naming the folder or the frame.
+    """
+    if not os.path.isdir(folder):
+        raise SampleLoadError(folder, "frame folder does not exist")
+    cache: dict[int, Image.Image] = {}
+    names = [os.path.join(folder, image_tmpl.format(int(n))) for n in numbers]
+    for n, name in zip(numbers, names):
+        n = int(n)
+        if n in cache:
+            continue
+        try:
+            with open(name, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            raise SampleLoadError(name, "missing frame") from None
+        except OSError as e:
+            raise SampleLoadError(name, f"cannot read frame: {e}") from None
+        cache[n] = _open_image_bytes(data, name)
+    return [cache[int(n)] for n in numbers], names
+
+
+def _decode_all(frames: list, names: list[str]) -> list[np.ndarray]:
+    out = []
+    for img, name in zip(frames, names):
+        if isinstance(img, np.ndarray):
+            out.append(img)
+            continue
+        try:
+            out.append(np.asarray(img.convert("RGB")))
+        except (OSError, SyntaxError, ValueError) as e:
+            raise SampleLoadError(name, f"cannot decode image: {e}") from None
+    return out
+
+
+class TSNDataSet(Dataset):
+    """Clips of ``num_segments`` segments x ``new_length`` frames, with their labels.
+
+    ``__getitem__(i)`` returns ``(x, label)``, ``x`` float ``[V * T * m * 3, H, W]``:
+    ``V`` spatial x temporal views (test mode: crop-major, then temporal
+    views; 1 otherwise), ``T = num_segments``, ``m = new_length``. Without a
+    transform, ``x`` holds the full frames scaled to [0, 1].
+
+    ``transform``: a :class:`ops.transforms.ClipTransform` (its ``apply`` is
+    used, so flipped clips get their label mapped), or any callable
+    ``(frames, rng) -> Tensor`` taking a list of PIL images / uint8 arrays.
+    """
+
+    def __init__(
+        self,
+        root_path: str,
+        list_file: str,
+        num_segments: int = 3,
+        new_length: int = 1,
+        image_tmpl: str = "img_{:05d}.jpg",
+        transform: Callable | None = None,
+        mode: str = "train",
+        dense_sample: bool = False,
+        twice_sample: bool = False,
+        num_clips: int = 1,
+        video: bool = False,
+        num_class: int | None = None,
+        seed: int = 0,
+        lmdb_path: str | None = None,
+    ):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if video and lmdb_path:
+            raise ValueError("an LMDB frame store holds frames, not videos: use video=False with lmdb_path")
+        if mode != "test" and (twice_sample or num_clips != 1):
+            raise ValueError("twice_sample and num_clips apply to mode='test' only")
+        self.root_path = root_path
+        self.list_file = list_file
+        self.num_segments = num_segments
+        self.new_length = new_length
+        self.image_tmpl = image_tmpl
+        self.transform = transform
+        self.mode = mode
+        self.dense_sample = dense_sample
+        self.twice_sample = twice_sample
+        self.num_clips = num_clips
+        self.video = video
+        self.num_class = num_class
+        self.seed = seed
+        self.epoch = 0
+        self.lmdb_path = lmdb_path
+        self.store = FrameStore(lmdb_path) if lmdb_path else None
+        if self.store is not None:
+            store_tmpl = self.store.meta().get("image_tmpl")
+            if store_tmpl != image_tmpl:
+                raise ValueError(
+                    f"LMDB store {lmdb_path} was built with image_tmpl {store_tmpl!r}, dataset uses {image_tmpl!r}"
+                )
+        self.num_views = sampling.num_test_views(twice_sample, dense_sample, num_clips) if mode == "test" else 1
+        self.records = parse_list_file(list_file, num_class)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose randomness ``__getitem__`` reproduces."""
+        self.epoch = int(epoch)
+
+    def offsets(self, record: VideoRecord, rng: np.random.Generator) -> np.ndarray:
+        """0-based segment starts of ``record`` for this dataset's mode (all views concatenated)."""
+        args = (record.num_frames, self.num_segments, self.new_length, rng)
+        if self.mode == "test":
+            return sampling.test_offsets(*args, twice_sample=self.twice_sample,
+                                         dense_sample=self.dense_sample, num_clips=self.num_clips)
+        if self.dense_sample:
+            # As published, validation with dense sampling also draws the window start.
+            return sampling.dense_train_offsets(*args)
+        if self.mode == "train":
+            return sampling.train_offsets(*args)
+        return sampling.val_offsets(*args)
+
+    def _full_path(self, record: VideoRecord) -> str:
+        return os.path.join(self.root_path, record.path)
+
+    def load_frames(self, record: VideoRecord, numbers: np.ndarray) -> tuple[list, list[str]]:
+        """Frames ``numbers`` (1-based) of ``record`` and a name per frame for messages."""
+        path = self._full_path(record)
+        if self.video:
+            if not os.path.isfile(path):
+                raise SampleLoadError(path, f"video file does not exist (listed at {record.where})")
+            try:
+                frames = read_frames(path, [int(n) - 1 for n in numbers])
+            except VideoReadError as e:
+                raise SampleLoadError(path, f"{e.reason} (listed at {record.where} with {record.num_frames} frames)") from None
+            return frames, [f"{path}#frame{int(n)}" for n in numbers]
+        if self.store is not None:
+            keys = [frame_key(record.path, self.image_tmpl, int(n)) for n in numbers]
+            datas = self.store.get_many(keys)
+            names = [f"{self.lmdb_path}:{k.decode('utf-8')}" for k in keys]
+            cache: dict[bytes, Image.Image] = {}
+            frames = []
+            for k, d, name in zip(keys, datas, names):
+                if k not in cache:
+                    cache[k] = _open_image_bytes(d, name)
+                frames.append(cache[k])
+            return frames, names
+        try:
+            return load_folder_frames(path, self.image_tmpl, numbers)
+        except SampleLoadError as e:
+            raise SampleLoadError(e.path, f"{e.reason} (listed at {record.where})") from None
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        record = self.records[index]
+        rng = item_rng(self.seed, self.epoch, index)
+        numbers = frame_numbers(self.offsets(record, rng), record.num_frames, self.new_length)
+        frames, names = self.load_frames(record, numbers)
+        label = record.label
+        try:
+            if self.transform is None:
+                arrays = _decode_all(frames, names)
+                x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255)
+                x = x.reshape(-1, *x.shape[-2:])
+            elif isinstance(self.transform, ClipTransform):
+                x, label = self.transform.apply(frames, rng, label)
+            else:
+                x = self.transform(frames, rng)
+        except FrameDecodeError as e:
+            raise SampleLoadError(names[e.frame_index], f"{e.reason} (listed at {record.where})") from None
+        return x, label
+
+
+# ------------------------------------------------------------------ checking
+
+
+def _check_one(
+    record: VideoRecord,
+    root_path: str,
+    image_tmpl: str,
+    video: bool,
+    check_frames: bool,
+    store: FrameStore | None,
+) -> list[str]:
+    where = record.where
+    path = os.path.join(root_path, record.path)
+    if video:
+        if not os.path.isfile(path):
+            return [f"{where}: {path}: video file does not exist"]
+        try:
+            n = count_frames(path, decode=check_frames)
+        except VideoReadError as e:
+            return [f"{where}: {path}: {e.reason}"]
+        if check_frames and n < record.num_frames:
+            return [f"{where}: {path}: video decodes to {n} frames, list says {record.num_frames}"]
+        return []
+    if store is not None:
+        numbers = range(1, record.num_frames + 1) if check_frames else (1, record.num_frames)
+        keys = [frame_key(record.path, image_tmpl, n) for n in numbers]
+        return [f"{where}: {store.path}:{k.decode('utf-8')}: {'missing frame' if d is None else 'empty frame'}"
+                for k, d in zip(keys, store.get_many(keys)) if not d]
+    if not os.path.isdir(path):
+        return [f"{where}: {path}: frame folder does not exist"]
+    numbers = range(1, record.num_frames + 1) if check_frames else (1, record.num_frames)
+    problems = []
+    for n in dict.fromkeys(numbers):
+        name = os.path.join(path, image_tmpl.format(n))
+        try:
+            size = os.path.getsize(name)
+        except OSError:
+            problems.append(f"{where}: {name}: missing frame")
+            continue
+        if size == 0:
+            problems.append(f"{where}: {name}: empty image file")
+        elif check_frames:
+            try:
+                with Image.open(name) as img:
+                    img.load()
+            except (OSError, SyntaxError, ValueError) as e:
+                problems.append(f"{where}: {name}: cannot decode image: {e}")
+    return problems
+
+
+def check_records(
+    records: Sequence[VideoRecord],
+    root_path: str,
+    image_tmpl: str = "img_{:05d}.jpg",
+    video: bool = False,
+    workers: int = 8,
+    *,
+    check_frames: bool = False,
+    lmdb_path: str | None = None,
+) -> list[str]:
+    """Validate every record in parallel; returns all problems (``file:line: path: reason``).
+
+    Quick check: the folder exists with its first and last frame (non-empty),
+    or the video opens with a video stream. ``check_frames``: every frame
+    exists and decodes, or the video decodes to at least the listed count.
+    """
+    store = FrameStore(lmdb_path) if lmdb_path else None
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = pool.map(
+            lambda r: _check_one(r, root_path, image_tmpl, video, check_frames, store), records
+        )
+        return [p for problems in results for p in problems]
