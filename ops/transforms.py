@@ -24,10 +24,11 @@ Two paths:
   (multi-scale crop with scales 1, .875, .75, .66 of the shorter side, at most
   one step of aspect distortion, 13 fixed positions; horizontal flip with
   probability 1/2) but decodes in JPEG draft mode when the crop is at least
-  twice the output size, crops and resizes all frames of the clip in one
-  batched uint8 resize, flips while copying, and converts to float only at the
-  end. Pixels differ from the published path by interpolation rounding only,
-  which changes the augmentation, not what a model is evaluated on.
+  twice the output size (then resizes each small drafted frame with PIL's
+  exact float box), otherwise crops and resizes all frames of the clip in one
+  batched uint8 resize; it flips while copying and converts to float only at
+  the end. Pixels differ from the published path by interpolation rounding
+  only, which changes the augmentation, not what a model is evaluated on.
 """
 
 from __future__ import annotations
@@ -294,14 +295,19 @@ class TrainTransform(ClipTransform):
         if self.draft:
             # Decoding at 1/2, 1/4... is only allowed to shrink the crop down to the output size.
             draft = (math.ceil(width * s / cw), math.ceil(height * s / ch))
+        integral = all(float(v).is_integer() for v in (x, y, cw, ch))
         crops = None
         for i, frame in enumerate(frames):
             img = _decode_pil(frame, i, draft)
             k = img.size[0] / width
-            x0, y0 = int(round(x * k)), int(round(y * k))
-            x1 = min(max(int(round((x + cw) * k)), x0 + 1), img.size[0])
-            y1 = min(max(int(round((y + ch) * k)), y0 + 1), img.size[1])
-            arr = np.asarray(img)[y0:y1, x0:x1]
+            if k == 1 and integral:
+                x0, y0 = int(x), int(y)
+                arr = np.asarray(img)[y0:y0 + int(ch), x0:x0 + int(cw)]
+            else:
+                # A drafted (or prescaled) frame is small, so PIL's exact float box is cheap
+                # here, and integer rounding of the box would shift the crop by up to k/2 pixels.
+                box = (x * k, y * k, min((x + cw) * k, img.size[0]), min((y + ch) * k, img.size[1]))
+                arr = np.asarray(img.resize((s, s), Image.BILINEAR, box=box))
             if flipped:
                 arr = arr[:, ::-1]
             if crops is None:
