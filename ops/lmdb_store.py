@@ -36,30 +36,48 @@ def import_lmdb():
     return lmdb
 
 
+#: One read-only environment per store and process: LMDB refuses a second
+#: open of the same store in one process, and a handle must not cross a fork.
+_ENVS: dict[str, tuple[int, object]] = {}
+
+
+def _shared_env(path: str):
+    lmdb = import_lmdb()
+    key = os.path.realpath(path)
+    pid = os.getpid()
+    entry = _ENVS.get(key)
+    if entry is not None and entry[0] == pid:
+        return entry[1]
+    if entry is not None:
+        # Inherited from the parent through fork: drop this process's copy of the
+        # mapping (read-only, no lock file, so the parent is unaffected) and reopen.
+        try:
+            entry[1].close()
+        except lmdb.Error:
+            pass
+    env = lmdb.open(path, readonly=True, lock=False, readahead=False, meminit=False,
+                    subdir=os.path.isdir(path))
+    _ENVS[key] = (pid, env)
+    return env
+
+
 def frame_key(video_path: str, image_tmpl: str, frame: int) -> bytes:
     """Key of 1-based frame ``frame`` of the video listed as ``video_path``."""
     return f"{video_path.rstrip('/')}/{image_tmpl.format(frame)}".encode("utf-8")
 
 
 class FrameStore:
-    """Read-only access to a store; opens the environment lazily, once per process,
-    so that it can be handed to DataLoader workers (an LMDB handle must not cross a fork)."""
+    """Read-only access to a store; the environment is opened lazily, once per
+    process, so the store can be handed to DataLoader workers."""
 
     def __init__(self, path: str):
         if not os.path.exists(path):
             raise FileNotFoundError(f"LMDB frame store {path} does not exist (build it with tools/build_lmdb.py)")
         import_lmdb()
         self.path = path
-        self._env = None
-        self._pid = None
 
     def _open(self):
-        if self._env is None or self._pid != os.getpid():
-            lmdb = import_lmdb()
-            self._env = lmdb.open(self.path, readonly=True, lock=False, readahead=False,
-                                  meminit=False, subdir=os.path.isdir(self.path))
-            self._pid = os.getpid()
-        return self._env
+        return _shared_env(self.path)
 
     def meta(self) -> dict:
         """The store's metadata; ``ValueError`` when it is not a PAN frame store."""
@@ -78,9 +96,3 @@ class FrameStore:
     def get_many(self, keys: list[bytes]) -> list[bytes | None]:
         with self._open().begin(buffers=False) as txn:
             return [txn.get(k) for k in keys]
-
-    def __getstate__(self):
-        return {"path": self.path, "_env": None, "_pid": None}
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
