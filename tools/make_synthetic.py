@@ -232,6 +232,22 @@ _Pose = tuple[float, float, float, float, float]
 _Track = Callable[[float], list[_Pose]]
 
 
+def _window(rng: np.random.Generator, num_frames: int, lo: float, hi: float) -> tuple[float, float]:
+    """A random ``(start, span)`` in frames, span a fraction in ``[lo, hi]`` of the clip.
+
+    The window's position is symmetric about the middle of the clip in distribution,
+    so reversed clips place it the same way.
+    """
+    last = max(num_frames - 1, 1)
+    span = rng.uniform(lo, hi) * last
+    return rng.uniform(0.0, last - span), span
+
+
+def _ramp(t: float, start: float, span: float) -> float:
+    """0 before ``start``, 1 after ``start + span``, linear in between."""
+    return float(np.clip((t - start) / span, 0.0, 1.0))
+
+
 def _track_translate(rng: np.random.Generator, size: int, num_frames: int,
                      direction: tuple[float, float]) -> tuple[list[str], _Track]:
     """One object moving in a straight line at constant speed along ``direction``."""
@@ -256,14 +272,14 @@ def _track_translate(rng: np.random.Generator, size: int, num_frames: int,
 
 
 def _track_grow(rng: np.random.Generator, size: int, num_frames: int) -> tuple[list[str], _Track]:
-    """One static object whose size grows linearly from small to large."""
-    r0 = rng.uniform(0.05, 0.09) * size
-    r1 = rng.uniform(0.28, 0.40) * size
+    """One static object whose size grows linearly from small to large during a window."""
+    r0 = rng.uniform(0.04, 0.08) * size
+    r1 = rng.uniform(0.32, 0.45) * size
     cx, cy = rng.uniform(0.3, 0.7, size=2) * size
     shape = _SHAPES[rng.integers(len(_SHAPES))]
     angle = rng.uniform(0, 2 * np.pi)
-    last = max(num_frames - 1, 1)
-    return [shape], lambda t: [(cx, cy, r0 + (r1 - r0) * t / last, angle, 1.0)]
+    start, span = _window(rng, num_frames, 0.55, 0.85)
+    return [shape], lambda t: [(cx, cy, r0 + (r1 - r0) * _ramp(t, start, span), angle, 1.0)]
 
 
 def _track_rotate(rng: np.random.Generator, size: int, num_frames: int) -> tuple[list[str], _Track]:
@@ -284,15 +300,14 @@ def _track_fade(rng: np.random.Generator, size: int, num_frames: int) -> tuple[l
     the same within a few frames whose differences are taken unsigned (as PA does),
     while an accelerating fade-in reversed is a decelerating fade-out.
     """
-    radius = rng.uniform(0.12, 0.25) * size
+    radius = rng.uniform(0.15, 0.28) * size
     cx, cy = rng.uniform(0.3, 0.7, size=2) * size
     shape = _SHAPES[rng.integers(len(_SHAPES))]
     angle = rng.uniform(0, 2 * np.pi)
-    span = rng.uniform(0.25, 0.45) * num_frames
-    start = rng.uniform(0.1, 0.9 - span / num_frames) * num_frames
+    start, span = _window(rng, num_frames, 0.15, 0.35)
 
     def track(t: float) -> list[_Pose]:
-        alpha = float(np.clip((t - start) / span, 0.0, 1.0)) ** 2
+        alpha = _ramp(t, start, span) ** 2
         return [(cx, cy, radius, angle, alpha)]
 
     return [shape], track
@@ -308,10 +323,10 @@ def _track_approach(rng: np.random.Generator, size: int, num_frames: int) -> tup
     mx, my = rng.uniform(0.4, 0.6, size=2) * size
     far = rng.uniform(0.75, 1.05) * size
     near = radii.sum() + rng.uniform(0.0, 0.06) * size
-    last = max(num_frames - 1, 1)
+    start, span = _window(rng, num_frames, 0.5, 0.8)
 
     def track(t: float) -> list[_Pose]:
-        half = (far + (near - far) * t / last) / 2
+        half = (far + (near - far) * _ramp(t, start, span)) / 2
         return [(mx - ux * half, my - uy * half, radii[0], angles[0], 1.0),
                 (mx + ux * half, my + uy * half, radii[1], angles[1], 1.0)]
 
