@@ -5,7 +5,9 @@ Both keep the parameter names of the released checkpoints
 so ``PA.load_state_dict`` / ``VAP.load_state_dict`` accept the released tensors.
 
 The computations are pure functions (:func:`pa_maps`, :func:`vap_pool`) with thin
-``nn.Module`` wrappers holding the parameters.
+``nn.Module`` wrappers holding the parameters. :func:`pa_maps` is the plain,
+easy-to-check version of PA; ``PA`` runs :func:`ops.pa_fast.pa_maps_fast`, which
+gives the same numbers several times faster (``docs/BENCHMARKS.md``).
 
 Example::
 
@@ -28,14 +30,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ops.pa_fast import pa_maps_fast
+
 #: Added to the feature difference before the norm, as ``nn.PairwiseDistance`` did
 #: in the published implementation; it keeps the norm differentiable where two
 #: frames are identical.
 PA_EPS = 1e-6
 
 
+def _check_pa_input(frames: torch.Tensor, n_length: int) -> None:
+    if n_length < 2:
+        raise ValueError(f"PA needs at least 2 frames per group, got n_length={n_length}")
+    if frames.dim() != 4 or frames.shape[1] != 3:
+        raise ValueError(f"PA expects frames of shape [G*{n_length}, 3, H, W], got {tuple(frames.shape)}")
+    if frames.shape[0] % n_length:
+        raise ValueError(
+            f"PA got {frames.shape[0]} frames, not a multiple of n_length={n_length}"
+        )
+
+
 def pa_maps(frames: torch.Tensor, weight: torch.Tensor, n_length: int) -> torch.Tensor:
-    """PA maps from a stack of frames.
+    """PA maps from a stack of frames (the plain version; ``PA`` runs the fast one).
 
     For every group of ``n_length`` consecutive frames, each frame is filtered by
     the shallow convolution (``weight``: ``[C', 3, k, k]``, stride 1, 'same'
@@ -53,14 +68,7 @@ def pa_maps(frames: torch.Tensor, weight: torch.Tensor, n_length: int) -> torch.
     Returns:
         ``[G, n_length - 1, H, W]``.
     """
-    if n_length < 2:
-        raise ValueError(f"PA needs at least 2 frames per group, got n_length={n_length}")
-    if frames.dim() != 4 or frames.shape[1] != 3:
-        raise ValueError(f"PA expects frames of shape [G*{n_length}, 3, H, W], got {tuple(frames.shape)}")
-    if frames.shape[0] % n_length:
-        raise ValueError(
-            f"PA got {frames.shape[0]} frames, not a multiple of n_length={n_length}"
-        )
+    _check_pa_input(frames, n_length)
     height, width = frames.shape[-2:]
     grouped = frames.reshape(-1, n_length, 3, height, width)
     diffs = (grouped[:, :-1] - grouped[:, 1:]).reshape(-1, 3, height, width)
@@ -74,27 +82,33 @@ class PA(nn.Module):
 
     Args:
         n_length: consecutive frames per segment, ``m >= 2`` (4 in the paper).
+        fast: compute with :func:`ops.pa_fast.pa_maps_fast` (default) rather than
+            the plain :func:`pa_maps`; both give the same maps and gradients.
 
     Shape:
         input ``[N*T*m, 3, H, W]`` (any tensor that views as that, e.g. the TSN
         layout ``[N*T, m*3, H, W]``), output ``[N*T, m-1, H, W]``.
     """
 
-    def __init__(self, n_length: int) -> None:
+    def __init__(self, n_length: int, *, fast: bool = True) -> None:
         super().__init__()
         if n_length < 2:
             raise ValueError(f"PA needs n_length >= 2, got {n_length}")
         self.n_length = n_length
+        self.fast = fast
         self.shallow_conv = nn.Conv2d(3, 8, kernel_size=7, stride=1, padding=3)
         nn.init.normal_(self.shallow_conv.weight, 0.0, 0.001)
         nn.init.zeros_(self.shallow_conv.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         frames = x.reshape(-1, 3, *x.shape[-2:])
-        return pa_maps(frames, self.shallow_conv.weight, self.n_length)
+        if not self.fast:
+            return pa_maps(frames, self.shallow_conv.weight, self.n_length)
+        _check_pa_input(frames, self.n_length)
+        return pa_maps_fast(frames, self.shallow_conv.weight, self.n_length, PA_EPS)
 
     def extra_repr(self) -> str:
-        return f"n_length={self.n_length}"
+        return f"n_length={self.n_length}, fast={self.fast}"
 
 
 def vap_levels(n_segment: int) -> int:
