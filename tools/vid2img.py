@@ -84,6 +84,18 @@ def extract(video: str, folder: str, image_tmpl: str, short_side: int = 0, fps: 
     if os.path.exists(part):
         shutil.rmtree(part)
     os.makedirs(part)
+    try:
+        n = _write_frames(video, part, image_tmpl, short_side, fps, quality)
+    except BaseException:
+        shutil.rmtree(part, ignore_errors=True)
+        raise
+    if os.path.exists(folder):
+        shutil.rmtree(folder)
+    os.rename(part, folder)
+    return n
+
+
+def _write_frames(video: str, part: str, image_tmpl: str, short_side: int, fps: float, quality: int) -> int:
     n = 0
     next_time = Fraction(0)
     step = Fraction(1) / Fraction(fps).limit_denominator(1000) if fps else None
@@ -107,11 +119,7 @@ def extract(video: str, folder: str, image_tmpl: str, short_side: int = 0, fps: 
             n += 1
             img.save(os.path.join(part, image_tmpl.format(n)), quality=quality)
     if n == 0:
-        shutil.rmtree(part)
         raise ValueError(f"{video}: no frame decoded")
-    if os.path.exists(folder):
-        shutil.rmtree(folder)
-    os.rename(part, folder)
     return n
 
 
