@@ -1,0 +1,311 @@
+"""Video-level evaluation: view fusion, ensembles, metrics, sharding and outputs.
+
+Shapes: ``N`` videos, ``V`` views per video (crops x temporal clips), ``C``
+classes. Scores are ``float32 [N, C]`` numpy arrays, labels ``int64 [N]``,
+video indices ``int64 [N]`` (positions in the list file).
+
+Distributed evaluation shards the list without padding (rank ``r`` of ``W``
+takes videos ``r, r + W, ...``), so no video is evaluated twice, and
+:func:`gather_predictions` reassembles the shards in list order, checking that
+every video appears exactly once.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from sklearn.metrics import confusion_matrix
+
+CROP_FUSION_TYPES = ("avg", "max")
+
+
+# --------------------------------------------------------------------------- scores
+
+
+def fuse_views(scores: torch.Tensor, fusion: str = "avg") -> torch.Tensor:
+    """``[B, V, C]`` per-view scores -> ``[B, C]`` per-video scores (mean or max over views)."""
+    if fusion == "avg":
+        return scores.mean(dim=1)
+    if fusion == "max":
+        return scores.amax(dim=1)
+    raise ValueError(f"unknown crop fusion {fusion!r}; choose one of {', '.join(CROP_FUSION_TYPES)}")
+
+
+def softmax(scores: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of ``[N, C]`` scores, computed in float64 for stability."""
+    shifted = scores.astype(np.float64) - scores.max(axis=1, keepdims=True)
+    e = np.exp(shifted)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def fuse_ensemble(scores: Sequence[np.ndarray], coeffs: Sequence[float] | None = None) -> np.ndarray:
+    """Weighted sum of each model's ``[N, C]`` scores, the published ensemble rule.
+
+    ``coeffs`` default to 1 each. (With ``--softmax`` the caller applies the
+    softmax to each model's scores first.)
+    """
+    if not scores:
+        raise ValueError("an ensemble needs at least one model's scores")
+    coeffs = [1.0] * len(scores) if coeffs is None else list(coeffs)
+    if len(coeffs) != len(scores):
+        raise ValueError(f"{len(coeffs)} coefficients for {len(scores)} models")
+    shapes = {s.shape for s in scores}
+    if len(shapes) != 1:
+        raise ValueError(f"the models' scores differ in shape: {sorted(shapes)}")
+    return sum(float(c) * s.astype(np.float32) for c, s in zip(coeffs, scores)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def topk_accuracy(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Percentage of videos whose label is among the ``k`` best scores (``k`` capped at ``C``)."""
+    if len(labels) == 0:
+        return float("nan")
+    k = min(k, scores.shape[1])
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return float(100.0 * (top == labels[:, None]).any(axis=1).mean())
+
+
+def class_confusion(predictions: np.ndarray, labels: np.ndarray, num_class: int) -> np.ndarray:
+    """``[C, C]`` confusion matrix, rows = true class, columns = predicted (scikit-learn)."""
+    return confusion_matrix(labels, predictions, labels=np.arange(num_class))
+
+
+def mean_class_accuracy(confusion: np.ndarray) -> float:
+    """Mean over classes of per-class recall, in percent.
+
+    Classes with no video in the evaluated set are left out of the mean (the
+    published code averaged their NaN into the figure).
+    """
+    counts = confusion.sum(axis=1)
+    present = counts > 0
+    if not present.any():
+        return float("nan")
+    return float(100.0 * (np.diag(confusion)[present] / counts[present]).mean())
+
+
+@dataclass
+class Metrics:
+    """The figures reported for one evaluation."""
+
+    top1: float
+    top5: float
+    mean_class_accuracy: float
+    num_videos: int
+    #: Videos left out by ``--skip-bad`` (not part of the figures above).
+    num_skipped: int = 0
+
+    def as_dict(self) -> dict:
+        return {
+            "top1": self.top1,
+            "top5": self.top5,
+            "mean_class_accuracy": self.mean_class_accuracy,
+            "num_videos": self.num_videos,
+            "num_skipped": self.num_skipped,
+        }
+
+
+def compute_metrics(scores: np.ndarray, labels: np.ndarray, num_class: int, num_skipped: int = 0) -> tuple[Metrics, np.ndarray]:
+    """Top-1, top-5 and mean class accuracy of ``[N, C]`` scores; returns the metrics and the confusion matrix."""
+    confusion = class_confusion(scores.argmax(axis=1), labels, num_class)
+    metrics = Metrics(
+        top1=topk_accuracy(scores, labels, 1),
+        top5=topk_accuracy(scores, labels, 5),
+        mean_class_accuracy=mean_class_accuracy(confusion),
+        num_videos=int(len(labels)),
+        num_skipped=num_skipped,
+    )
+    return metrics, confusion
+
+
+# --------------------------------------------------------------------------- distributed
+
+
+def shard_indices(num_videos: int, rank: int, world_size: int) -> list[int]:
+    """Videos of one process: ``rank, rank + world_size, ...`` (no padding, no repeats)."""
+    return list(range(rank, num_videos, world_size))
+
+
+@dataclass
+class Predictions:
+    """One model's per-video results on (part of) a list, in list order after gathering.
+
+    ``skipped`` maps a list index to ``"path: reason"`` for videos left out by ``--skip-bad``.
+    """
+
+    indices: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    skipped: dict[int, str] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls, num_class: int) -> "Predictions":
+        return cls(np.zeros(0, np.int64), np.zeros((0, num_class), np.float32), np.zeros(0, np.int64))
+
+    def sorted(self) -> "Predictions":
+        order = np.argsort(self.indices, kind="stable")
+        return Predictions(self.indices[order], self.scores[order], self.labels[order], dict(self.skipped))
+
+    def select(self, keep: np.ndarray) -> "Predictions":
+        """The videos whose index is in ``keep`` (sorted indices)."""
+        mask = np.isin(self.indices, keep)
+        return Predictions(self.indices[mask], self.scores[mask], self.labels[mask], dict(self.skipped))
+
+
+def gather_predictions(local: Predictions, num_videos: int) -> Predictions:
+    """All processes' predictions in list order (a no-op without a process group).
+
+    Checks that every one of the ``num_videos`` videos was either scored or
+    skipped exactly once across processes.
+
+    Raises:
+        RuntimeError: a video was scored twice or by no process.
+    """
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        parts: list = [None] * dist.get_world_size()
+        payload = (local.indices, local.scores, local.labels, local.skipped)
+        dist.all_gather_object(parts, payload)
+        merged = Predictions(
+            np.concatenate([p[0] for p in parts]).astype(np.int64),
+            np.concatenate([p[1] for p in parts]).astype(np.float32),
+            np.concatenate([p[2] for p in parts]).astype(np.int64),
+            {k: v for p in parts for k, v in p[3].items()},
+        )
+    else:
+        merged = local
+    merged = merged.sorted()
+    seen = np.concatenate([merged.indices, np.fromiter(merged.skipped, np.int64, len(merged.skipped))])
+    counts = np.bincount(seen, minlength=num_videos) if len(seen) else np.zeros(num_videos, np.int64)
+    if len(counts) != num_videos or (counts != 1).any():
+        twice = np.flatnonzero(counts > 1)[:10].tolist()
+        never = np.flatnonzero(counts[:num_videos] == 0)[:10].tolist()
+        raise RuntimeError(
+            f"evaluation did not count every video exactly once: counted more than once {twice}, "
+            f"never counted {never} (of {num_videos})"
+        )
+    return merged
+
+
+def ensemble_predictions(
+    runs: Sequence[Predictions], coeffs: Sequence[float] | None, apply_softmax: bool, sources: Sequence[str]
+) -> Predictions:
+    """Fuse several models' gathered predictions video by video.
+
+    The runs must agree on the videos and their labels (same list, same
+    order); videos any run skipped are left out of all.
+
+    Raises:
+        ValueError: the runs disagree on the labels (different lists or orders).
+    """
+    skipped = {k: v for run in runs for k, v in run.skipped.items()}
+    keep = np.array(sorted(set(runs[0].indices.tolist()) - set(skipped)), dtype=np.int64)
+    kept = [run.select(keep) for run in runs]
+    for run, source in zip(kept[1:], sources[1:]):
+        if not (np.array_equal(run.indices, kept[0].indices) and np.array_equal(run.labels, kept[0].labels)):
+            raise ValueError(
+                f"the ensemble's runs disagree on the videos or their labels: {sources[0]} and {source} "
+                f"were evaluated on different lists or in a different order"
+            )
+    scores = [softmax(run.scores) if apply_softmax else run.scores for run in kept]
+    return Predictions(kept[0].indices, fuse_ensemble(scores, coeffs), kept[0].labels, skipped)
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _atomic_write(path: str, write) -> None:
+    """Write ``path`` through ``write(binary file)`` into a temporary sibling, then rename."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def check_output_dir(path: str) -> None:
+    """Create ``path`` and make sure files can be written there, before any evaluation work.
+
+    Raises:
+        OSError: with the folder named, when it cannot be created or written.
+    """
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write_test."):
+            pass
+    except OSError as err:
+        raise OSError(f"output folder {path} is not writable: {err}") from None
+
+
+def save_results(
+    output_dir: str,
+    predictions: Predictions,
+    video_paths: Sequence[str],
+    metrics: Metrics,
+    confusion: np.ndarray,
+    extra: dict | None = None,
+) -> dict[str, str]:
+    """Write ``scores.npz`` (indices, scores, labels, video paths), ``confusion_matrix.csv``
+    and ``metrics.json`` atomically; returns their paths by kind."""
+    paths = {
+        "scores": os.path.join(output_dir, "scores.npz"),
+        "confusion": os.path.join(output_dir, "confusion_matrix.csv"),
+        "metrics": os.path.join(output_dir, "metrics.json"),
+    }
+
+    def write_npz(f) -> None:
+        np.savez(
+            f,
+            indices=predictions.indices,
+            scores=predictions.scores,
+            labels=predictions.labels,
+            videos=np.array([video_paths[i] for i in predictions.indices], dtype=str),
+        )
+
+    _atomic_write(paths["scores"], write_npz)
+    text = io.StringIO()
+    np.savetxt(text, confusion, fmt="%d", delimiter=",")
+    write_text_atomic(paths["confusion"], text.getvalue())
+    summary = {**metrics.as_dict(), "skipped": {video_paths[k]: v for k, v in sorted(predictions.skipped.items())}}
+    summary.update(extra or {})
+    write_text_atomic(paths["metrics"], json.dumps(summary, indent=2) + "\n")
+    return paths
+
+
+def submission_rows(
+    predictions: Predictions, video_ids: Sequence[str], categories: Sequence[str], top_k: int
+) -> list[list[str]]:
+    """``[video_id, category_1, ..., category_k]`` per video, best first (the challenge format)."""
+    if len(categories) < predictions.scores.shape[1]:
+        raise ValueError(f"{len(categories)} category names for {predictions.scores.shape[1]} classes")
+    order = np.argsort(-predictions.scores, axis=1, kind="stable")[:, :top_k]
+    return [[video_ids[i], *(categories[c] for c in row)] for i, row in zip(predictions.indices, order)]
+
+
+def write_submission(path: str, rows: Sequence[Sequence[str]]) -> None:
+    """A ``;``-separated submission file (one video per line), written atomically."""
+    text = io.StringIO()
+    csv.writer(text, delimiter=";", lineterminator="\n").writerows(rows)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    write_text_atomic(path, text.getvalue())

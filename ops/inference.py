@@ -1,0 +1,417 @@
+"""Building PAN models from checkpoints, and running them fast for evaluation.
+
+Two concerns shared by ``test_models.py`` and the tools:
+
+* **Which model a checkpoint describes.** Our checkpoints carry
+  ``model_config`` (``PAN.config()``) and ``modality``/``arch``/``num_segments``
+  fields; released files carry none of that, so their configuration comes
+  from the published file-name convention
+  (``PAN_Lite_something_resnet50_shift8_blockres_avg_segment8_e80.pth.tar``).
+  Either way the parameter names and shapes are read as a cross-check
+  (:func:`ops.checkpoint.describe_state_dict`), and a command-line override
+  wins over everything. :func:`resolve_model_config` says where each value
+  came from.
+
+* **The fast inference path** (issue 6): inference mode, autocast (bf16 on
+  CPU, fp16 or bf16 on CUDA), channels-last memory format, eval-mode
+  BatchNorm folded into the preceding convolution (:func:`fuse_conv_bn`), and
+  optionally ``torch.compile``. None of these change what the model computes
+  beyond floating-point rounding; tests check the outputs against the plain
+  fp32 path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ops.checkpoint import (
+    CheckpointError,
+    describe_state_dict,
+    load_model_weights,
+    parse_released_name,
+    read_checkpoint,
+)
+from ops.models import PAN
+
+logger = logging.getLogger(__name__)
+
+#: Architecture fields of ``PAN.config()`` that a checkpoint may state and a flag may override.
+CONFIG_FIELDS = (
+    "modality",
+    "base_model",
+    "num_segments",
+    "num_class",
+    "is_shift",
+    "shift_div",
+    "shift_place",
+    "temporal_pool",
+    "data_length",
+    "has_VAP",
+    "consensus_type",
+)
+
+#: Defaults for fields no source states: those of the released models.
+RELEASED_DEFAULTS = {
+    "is_shift": True,
+    "shift_div": 8,
+    "shift_place": "blockres",
+    "temporal_pool": False,
+    "data_length": 4,
+    "consensus_type": "avg",
+}
+
+AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+#: Warnings given once per process (the same condition holds for every batch).
+_warned = {"bf16": False}
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass
+class ResolvedConfig:
+    """A model configuration with the source of each value (``field -> 'checkpoint' | ...``)."""
+
+    config: dict[str, Any]
+    sources: dict[str, str] = field(default_factory=dict)
+    #: Values the checkpoint's keys imply, for display and cross-checks.
+    from_keys: dict[str, Any] = field(default_factory=dict)
+
+
+def fields_of_checkpoint(checkpoint: dict) -> dict[str, Any]:
+    """What a checkpoint states about its own model (our format; empty for released files)."""
+    found: dict[str, Any] = {}
+    model_config = checkpoint.get("model_config")
+    if isinstance(model_config, dict):
+        found.update({k: v for k, v in model_config.items() if k in CONFIG_FIELDS})
+    for key, name in (("modality", "modality"), ("arch", "base_model"), ("num_segments", "num_segments")):
+        if key in checkpoint and name not in found and checkpoint[key] is not None:
+            found[name] = checkpoint[key]
+    return found
+
+
+def _fields_of_name(path: str) -> dict[str, Any]:
+    parsed = parse_released_name(path)
+    if parsed is None:
+        return {}
+    found = {
+        "modality": parsed["modality"],
+        "base_model": parsed["arch"],
+        "num_segments": parsed["num_segments"],
+        "is_shift": parsed["is_shift"],
+        "consensus_type": parsed["consensus_type"],
+    }
+    if parsed["is_shift"]:
+        found["shift_div"] = parsed["shift_div"]
+        found["shift_place"] = parsed["shift_place"]
+    return found
+
+
+def _fields_of_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
+    info = describe_state_dict(state_dict)
+    renamed = {("base_model" if k == "arch" else k): v for k, v in info.items()}
+    return {k: v for k, v in renamed.items() if k in CONFIG_FIELDS and v is not None}
+
+
+def resolve_model_config(
+    checkpoint: dict, path: str, overrides: dict[str, Any] | None = None
+) -> ResolvedConfig:
+    """The PAN constructor arguments for the model a checkpoint holds.
+
+    Precedence, highest first: ``overrides`` (flags; ``None`` values are
+    ignored), the checkpoint's own fields, the released file-name
+    convention, what the parameter names and shapes imply, the released
+    models' defaults. A checkpoint field or file name that contradicts the
+    keys is refused (``CheckpointError`` naming both), unless a flag settles it.
+
+    Raises:
+        CheckpointError: the modality or backbone cannot be told, or the sources disagree.
+    """
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    layers = [
+        ("flag", overrides),
+        ("checkpoint", fields_of_checkpoint(checkpoint)),
+        ("file name", _fields_of_name(path)),
+        ("keys", _fields_of_keys(checkpoint["state_dict"])),
+        ("default", RELEASED_DEFAULTS),
+    ]
+    from_keys = layers[3][1]
+    # The keys tell the architecture reliably except the segment count (VAP's
+    # size depends on it only through log2) and the shift fold; a stated value
+    # that contradicts them is a mislabelled file, which a flag may still override.
+    trusted_from_keys = ("modality", "base_model", "has_VAP", "is_shift", "shift_place", "num_class")
+    for source, stated in layers[1:3]:
+        for name in trusted_from_keys:
+            if name in stated and name in from_keys and name not in overrides and stated[name] != from_keys[name]:
+                raise CheckpointError(
+                    f"{path}: its {source} says {name}={stated[name]!r} but its parameters imply "
+                    f"{name}={from_keys[name]!r}; pass the right value as a flag if the file is mislabelled"
+                )
+    config: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for source, stated in layers:
+        for name, value in stated.items():
+            if name in CONFIG_FIELDS and name not in config:
+                config[name], sources[name] = value, source
+    for required in ("modality", "base_model", "num_segments"):
+        if required not in config:
+            raise CheckpointError(
+                f"{path}: cannot tell its {required}: the checkpoint has no such field, its name does "
+                f"not follow PAN_{{Lite|RGB|PA}}_<dataset>_<arch>_shift8_blockres_avg_segment8_e80.pth.tar, "
+                f"and its keys do not say; pass it as a flag"
+            )
+    config.setdefault("has_VAP", False)
+    sources.setdefault("has_VAP", "default")
+    order = {name: i for i, name in enumerate(CONFIG_FIELDS)}
+    config = dict(sorted(config.items(), key=lambda item: order[item[0]]))
+    return ResolvedConfig(config, sources, from_keys)
+
+
+def build_model(config: dict[str, Any], num_class: int) -> PAN:
+    """A randomly initialised PAN for ``config`` (never downloads: ``pretrain=None``).
+
+    ``num_class`` comes from the dataset; a checkpoint for another class count
+    is then refused by the strict load.
+    """
+    kwargs = {k: v for k, v in config.items() if k in CONFIG_FIELDS and k != "num_class"}
+    return PAN(num_class=num_class, pretrain=None, partial_bn=False, dropout=0.5, **kwargs)
+
+
+def load_checkpoint_model(
+    path: str,
+    num_class: int | None = None,
+    overrides: dict[str, Any] | None = None,
+    checkpoint: dict | None = None,
+) -> tuple[PAN, ResolvedConfig, dict]:
+    """Read ``path`` safely, build the model it describes and load it strictly.
+
+    ``num_class``: the dataset's class count (default: the checkpoint's).
+    ``checkpoint``: the file's content when already read (by :func:`read_checked_checkpoint`).
+    Returns ``(model in eval mode on CPU, resolved configuration, checkpoint)``.
+
+    Raises:
+        CheckpointError: unreadable, unsafe (pickle payload), corrupt (bad
+            sha256, when ``ops.checkpoint_io`` provides the check) or not
+            fitting the model; the message lists the differing keys.
+    """
+    if checkpoint is None:
+        checkpoint = read_checked_checkpoint(path)
+    resolved = resolve_model_config(checkpoint, path, overrides)
+    classes = num_class if num_class is not None else resolved.config.get("num_class")
+    if classes is None:
+        raise CheckpointError(f"{path}: cannot tell its class count; give the dataset")
+    model = build_model(resolved.config, classes)
+    load_model_weights(model, checkpoint["state_dict"], source=path)
+    return model.eval(), resolved, checkpoint
+
+
+def read_checked_checkpoint(path: str) -> dict:
+    """Read ``path`` with ``weights_only=True`` and, when the saving side
+    (``ops.checkpoint_io``) provides it, check its sha256.
+
+    Released files carry no hash; ``ops.checkpoint_io`` lets them pass with a
+    logged note.
+
+    Raises:
+        CheckpointError: unreadable, unsafe, truncated, or its content does not match its hash.
+    """
+    try:
+        from ops.checkpoint_io import read_verified_checkpoint
+    except ImportError:
+        try:
+            from ops.checkpoint_io import verify_checkpoint
+        except ImportError:
+            return read_checkpoint(path)
+        verify_checkpoint(path)
+        return read_checkpoint(path)
+    return read_verified_checkpoint(path)
+
+
+# --------------------------------------------------------------------------- fast path
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """The fast-path switches; all off is the plain fp32 path.
+
+    ``amp``: autocast with ``amp_dtype`` (``None``: bf16 on CPU, fp16 on CUDA).
+    ``fuse_bn``: fold eval-mode BatchNorm into convolutions. ``compile``:
+    ``torch.compile`` with ``compile_mode`` (``None`` is its default mode).
+    """
+
+    amp: bool = False
+    amp_dtype: str | None = None
+    channels_last: bool = False
+    fuse_bn: bool = False
+    compile: bool = False
+    compile_mode: str | None = None
+
+    def describe(self) -> str:
+        parts = [name for name in ("channels_last", "fuse_bn") if getattr(self, name)]
+        if self.amp:
+            parts.insert(0, f"amp({self.amp_dtype or 'auto'})")
+        if self.compile:
+            parts.append(f"compile({self.compile_mode or 'default'})")
+        return "+".join(parts) or "fp32"
+
+
+def resolve_amp_dtype(device: torch.device, name: str | None = None) -> torch.dtype:
+    """``--amp`` precision: ``name`` if given, else bf16 on CPU and fp16 on CUDA.
+
+    fp16 on CPU is refused (autocast there is bf16 only in practice); bf16 on
+    a GPU without bf16 support is refused. On a CPU without native bf16
+    instructions (no AVX512-BF16/AMX) bf16 runs emulated and may be slower
+    than fp32: that is logged, not hidden.
+    """
+    if name is not None and name not in AMP_DTYPES:
+        raise ValueError(f"unknown --amp_dtype {name!r}; choose one of {', '.join(AMP_DTYPES)}")
+    if device.type == "cuda":
+        dtype = AMP_DTYPES[name] if name else torch.float16
+        if dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+            raise ValueError(f"--amp_dtype bfloat16 was asked for, but {torch.cuda.get_device_name(device)} lacks bf16")
+        return dtype
+    if name == "float16":
+        raise ValueError("--amp_dtype float16 is for CUDA; on CPU use bfloat16")
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported() and not _warned["bf16"]:
+        _warned["bf16"] = True
+        logger.warning(
+            "this CPU has no native bf16 instructions (%s): --amp runs emulated bf16, "
+            "which can be slower than fp32", torch.backends.cpu.get_cpu_capability()
+        )
+    return torch.bfloat16
+
+
+def autocast_context(device: torch.device, options: InferenceOptions) -> contextlib.AbstractContextManager:
+    """Autocast for the options' precision, or a no-op when ``amp`` is off."""
+    if not options.amp:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=resolve_amp_dtype(device, options.amp_dtype))
+
+
+def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A convolution computing ``bn(conv(x))`` with eval-mode (running) statistics."""
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    fused = nn.Conv2d(
+        conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+        conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode,
+    ).to(device=conv.weight.device, dtype=conv.weight.dtype)
+    bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    with torch.no_grad():
+        fused.weight.copy_(conv.weight.detach() * scale.reshape(-1, 1, 1, 1))
+        fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias.detach())
+    return fused
+
+
+def _as_conv(module: nn.Module) -> tuple[nn.Module, str, nn.Conv2d] | None:
+    """``(owner, attribute, conv)`` when ``module`` is a Conv2d or a wrapper (TSM shift) around one.
+
+    A wrapper that transforms the *input* (the temporal shift) commutes with
+    folding the BatchNorm that follows into the convolution.
+    """
+    if isinstance(module, nn.Conv2d):
+        return None  # handled by the caller, which owns the attribute
+    inner = getattr(module, "net", None)
+    if isinstance(inner, nn.Conv2d) and type(module).__name__ == "TemporalShift":
+        return module, "net", inner
+    return None
+
+
+def fuse_conv_bn(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with every eval-mode BatchNorm folded into the convolution before it.
+
+    Recognised pairs: consecutive ``Conv2d`` -> ``BatchNorm2d`` in an
+    ``nn.Sequential`` (downsample branches, MobileNet blocks) and the
+    ``convK``/``bnK`` attributes of torchvision's ResNet and its blocks (the
+    conv possibly wrapped by a temporal shift). Each folded BatchNorm becomes
+    ``nn.Identity``. For inference only: the copy's ``state_dict`` names differ.
+
+    Raises:
+        ValueError: ``model`` is in training mode (batch statistics cannot be folded).
+    """
+    if model.training:
+        raise ValueError("fuse_conv_bn needs a model in eval mode (call model.eval() first)")
+    fused_model = copy.deepcopy(model)
+    folded = 0
+    for parent in list(fused_model.modules()):
+        if isinstance(parent, nn.Sequential):
+            children = list(parent._modules.items())
+            for (name_a, a), (name_b, b) in zip(children, children[1:]):
+                if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d) and b.track_running_stats:
+                    parent._modules[name_a] = _fold(a, b)
+                    parent._modules[name_b] = nn.Identity()
+                    folded += 1
+            continue
+        for name, child in list(parent._modules.items()):
+            if not (name.startswith("bn") and isinstance(child, nn.BatchNorm2d)):
+                continue
+            conv_name = "conv" + name[2:]
+            conv = parent._modules.get(conv_name)
+            if isinstance(conv, nn.Conv2d):
+                parent._modules[conv_name] = _fold(conv, child)
+            elif conv is not None and (wrapped := _as_conv(conv)) is not None:
+                owner, attr, inner = wrapped
+                owner._modules[attr] = _fold(inner, child)
+            else:
+                continue
+            parent._modules[name] = nn.Identity()
+            folded += 1
+    logger.debug("fuse_conv_bn: folded %d BatchNorm layers", folded)
+    return fused_model
+
+
+class _CompiledWithFallback(nn.Module):
+    """``torch.compile``'d model that falls back to eager, with a warning, if compiling fails.
+
+    Compilation happens at the first call, so that is where a missing
+    compiler or an unsupported operation shows up; the warning names the error.
+    """
+
+    def __init__(self, model: nn.Module, mode: str | None) -> None:
+        super().__init__()
+        self.eager = model
+        self.compiled = torch.compile(model, mode=mode)
+        self.failed: str | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.failed is None:
+            try:
+                return self.compiled(x)
+            except Exception as err:  # noqa: BLE001 -- any compiler failure means "run eager"
+                self.failed = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                logger.warning("torch.compile failed (%s); running the model without compiling", self.failed)
+        return self.eager(x)
+
+
+def prepare_model(model: nn.Module, device: torch.device, options: InferenceOptions) -> nn.Module:
+    """The model, in eval mode on ``device``, transformed for the fast path ``options``.
+
+    The input of a PAN model is ``[N, T*m*3, H, W]``; with ``channels_last``
+    the weights are stored NHWC and :func:`run_batch` converts inputs likewise.
+    """
+    model = model.eval()
+    if options.fuse_bn:
+        model = fuse_conv_bn(model)
+    model = model.to(device)
+    if options.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if options.compile:
+        model = _CompiledWithFallback(model, options.compile_mode)
+    return model
+
+
+def run_batch(model: nn.Module, x: torch.Tensor, device: torch.device, options: InferenceOptions) -> torch.Tensor:
+    """Forward ``x`` (``[B, T*m*3, H, W]``) under inference mode and the options; fp32 ``[B, C]`` on CPU."""
+    x = x.to(device, non_blocking=True)
+    if options.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), autocast_context(device, options):
+        out = model(x)
+    return out.float().cpu()

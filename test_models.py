@@ -1,0 +1,378 @@
+"""Evaluate PAN checkpoints on a dataset's validation (or test) list; several make an ensemble.
+
+The published command lines run unchanged, e.g. PAN Full on Something-Something V1::
+
+    python test_models.py something --VAP --test_crops=1 --test_segments=8,8 \\
+        --weights=pretrained/PAN_RGB_something_resnet50_shift8_blockres_avg_segment8_e80.pth.tar,pretrained/PAN_PA_something_resnet50_shift8_blockres_avg_segment8_e80.pth.tar
+
+Each checkpoint's modality, backbone, shift and segments come from its own
+fields (our checkpoints) or from the published file-name convention (released
+files), cross-checked with its parameter names; a flag (``--modality``,
+``--arch``, ...) overrides both. Every model gets its own loader, since the
+modalities read different frames; per-video scores are fused over views
+(crops x clips), optionally soft-maxed, and summed with ``--coeff`` across
+models. The report gives top-1, top-5, mean class accuracy and the number of
+videos; ``--output_dir`` receives ``scores.npz``, ``confusion_matrix.csv``,
+``metrics.json`` and ``args.json``.
+
+Under ``torchrun --nproc_per_node=N`` each process evaluates every N-th video
+(no padding) and the scores are gathered, so each video counts once and the
+figures equal those of one process.
+
+A sample that cannot be read stops the evaluation with its file named;
+``--skip-bad`` leaves such videos out instead and reports how many.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from ops.checkpoint import CheckpointError
+from ops.dataset import ListFileError, SampleLoadError, TSNDataSet
+from ops.dataset_config import DatasetConfig, get_dataset_config, load_categories
+from ops.evaluation import (
+    CROP_FUSION_TYPES,
+    Predictions,
+    check_output_dir,
+    compute_metrics,
+    ensemble_predictions,
+    fuse_views,
+    gather_predictions,
+    save_results,
+    shard_indices,
+    submission_rows,
+    write_submission,
+    write_text_atomic,
+)
+from ops.inference import AMP_DTYPES, InferenceOptions, load_checkpoint_model, prepare_model, run_batch
+from ops.models import PAN
+from ops.runtime import DEVICE_CHOICES, cleanup_distributed, init_distributed, resolve_device, setup_logging
+from ops.sampling import num_test_views
+from ops.transforms import eval_transform
+
+logger = logging.getLogger("test_models")
+
+
+class UsageError(ValueError):
+    """Arguments that contradict each other; the message names them."""
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Evaluate PAN checkpoints (one, or an ensemble) on a dataset's list.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    bool_flag = argparse.BooleanOptionalAction
+    parser.add_argument("dataset", help="registered dataset (something, somethingv2, kinetics, ucf101, hmdb51, "
+                        "jester, synthetic) or a custom one with --val_list and --num_class")
+    # --- the published flags
+    parser.add_argument("--weights", required=True,
+                        help="comma list of checkpoints; several make an ensemble (e.g. RGB,PA for PAN Full)")
+    parser.add_argument("--test_segments", default=None,
+                        help="comma list of segments per model (one value applies to all); "
+                             "default: each checkpoint's own")
+    parser.add_argument("--test_crops", type=int, default=1, choices=(1, 3, 5, 10),
+                        help="spatial views: 1 centre, 3 full-resolution, 5 corners+centre, 10 with mirrors")
+    parser.add_argument("--twice_sample", action=bool_flag, default=False,
+                        help="two temporal views: the segment centres and the segment starts")
+    parser.add_argument("--dense_sample", action=bool_flag, default=False,
+                        help="I3D-style dense sampling, 10 windows (or --num_clips) per video")
+    parser.add_argument("--full_res", action=bool_flag, default=False,
+                        help="crop at the resize size (256 for 224) instead of the input size")
+    parser.add_argument("--coeff", default=None,
+                        help="comma list of ensemble weights, one per checkpoint; default: 1 each")
+    parser.add_argument("--softmax", action=bool_flag, default=False,
+                        help="soft-max each model's video scores before the ensemble sum")
+    parser.add_argument("--batch_size", type=int, default=1,
+                        help="videos per forward, per process (each brings all its views)")
+    parser.add_argument("-j", "--workers", type=int, default=4, help="data loading worker processes per process")
+    parser.add_argument("--VAP", action=bool_flag, default=None,
+                        help="the model has a VAP head; default: what the checkpoint says")
+    parser.add_argument("--test_list", "--val_list", dest="test_list", default=None,
+                        help="list file to evaluate (relative to --root_path or absolute); "
+                             "default: the dataset's validation list")
+    parser.add_argument("--csv_file", default=None,
+                        help="also write a submission file 'video;category' (top-5 categories for "
+                             "somethingv2, top-1 otherwise; see --csv_topk); default: none")
+    parser.add_argument("--max_num", type=int, default=-1,
+                        help="evaluate only the first N videos of the list (-1: all)")
+    parser.add_argument("--crop_fusion_type", default="avg", choices=CROP_FUSION_TYPES,
+                        help="how the views of a video are fused")
+    parser.add_argument("--gpus", nargs="+", type=int, default=None,
+                        help="accepted for the published scripts and ignored: use --device, "
+                             "CUDA_VISIBLE_DEVICES and torchrun instead")
+    parser.add_argument("--input_size", type=int, default=None,
+                        help="crop size; default: the model's (224); the resize size is 256/224 of it")
+    # --- model overrides (default: from the checkpoint)
+    parser.add_argument("--modality", default=None, help="override every checkpoint's modality (RGB, PA, Lite)")
+    parser.add_argument("--arch", default=None, help="override every checkpoint's backbone")
+    parser.add_argument("--shift", action=bool_flag, default=None, help="override: temporal shift on/off")
+    parser.add_argument("--shift_div", type=int, default=None, help="override: shift 1/shift_div of channels")
+    parser.add_argument("--shift_place", default=None, choices=("blockres", "block"), help="override: shift place")
+    parser.add_argument("--temporal_pool", action=bool_flag, default=None, help="override: temporal pooling")
+    # --- data
+    parser.add_argument("--root_path", default=None,
+                        help="dataset root; default: $PAN_DATA_ROOT/<dataset> (data/synthetic for synthetic)")
+    parser.add_argument("--num_class", type=int, default=None, help="class count; default: the registry's")
+    parser.add_argument("--image_tmpl", default=None, help="frame file name template; default: the registry's")
+    parser.add_argument("--video", action=bool_flag, default=None,
+                        help="list entries are video files, not frame folders; default: the registry's")
+    parser.add_argument("--num_clips", type=int, default=1,
+                        help="temporal views per video (shifted segment points; windows with --dense_sample)")
+    parser.add_argument("--skip-bad", dest="skip_bad", action=bool_flag, default=False,
+                        help="leave out videos that fail to load (reported beside the accuracy) instead of stopping")
+    # --- where and how fast
+    parser.add_argument("--device", default="auto", help=f"{', '.join(DEVICE_CHOICES)} or cuda:N")
+    parser.add_argument("--amp", action=bool_flag, default=False,
+                        help="autocast: bf16 on CPU (slow on CPUs without native bf16), fp16 on CUDA")
+    parser.add_argument("--amp_dtype", default=None, choices=tuple(AMP_DTYPES),
+                        help="autocast precision; default: bfloat16 on CPU, float16 on CUDA")
+    parser.add_argument("--channels_last", action=bool_flag, default=False, help="NHWC memory format")
+    parser.add_argument("--fuse_bn", action=bool_flag, default=False,
+                        help="fold BatchNorm into the convolutions (same outputs up to rounding, faster)")
+    parser.add_argument("--compile", action=bool_flag, default=False,
+                        help="torch.compile the model (falls back to eager with a warning if it fails)")
+    parser.add_argument("--compile_mode", default=None,
+                        help="torch.compile mode, e.g. max-autotune; default: torch's default")
+    # --- outputs
+    parser.add_argument("--output_dir", default=None,
+                        help="folder for scores.npz, confusion_matrix.csv, metrics.json, args.json; "
+                             "default: log/eval_<dataset>_<date-time>")
+    parser.add_argument("--csv_topk", type=int, default=None,
+                        help="categories per video in --csv_file; default: 5 for somethingv2, else 1")
+    return parser
+
+
+def parse_list(text: str | None, count: int, kind, flag: str) -> list | None:
+    """A comma list for ``count`` models; one value is repeated; ``None`` stays ``None``."""
+    if text is None:
+        return None
+    try:
+        values = [kind(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"{flag}={text!r} is not a comma list of {kind.__name__}") from None
+    if len(values) == 1:
+        values = values * count
+    if len(values) != count:
+        raise UsageError(f"{flag} has {len(values)} values for {count} checkpoints in --weights")
+    return values
+
+
+# --------------------------------------------------------------------------- data
+
+
+class IndexedClips(Dataset):
+    """``(index, clip or None, label, error or None)`` for the given list positions.
+
+    A :class:`SampleLoadError` is returned rather than raised, so the main
+    process decides (stop, or leave the video out with ``--skip-bad``) and the
+    message keeps the file's name across worker processes.
+    """
+
+    def __init__(self, dataset: TSNDataSet, indices: list[int]) -> None:
+        self.dataset = dataset
+        self.indices = indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        index = self.indices[i]
+        try:
+            x, label = self.dataset[index]
+        except SampleLoadError as err:
+            return index, None, self.dataset.records[index].label, (err.path, err.reason)
+        return index, x, label, None
+
+
+def collate_clips(items):
+    """Stack the good clips; returns ``(indices, x [B, ...] or None, labels, {index: (path, reason)})``."""
+    good = [item for item in items if item[1] is not None]
+    bad = {item[0]: item[3] for item in items if item[1] is None}
+    x = torch.stack([item[1] for item in good]) if good else None
+    indices = np.array([item[0] for item in good], dtype=np.int64)
+    labels = np.array([item[2] for item in good], dtype=np.int64)
+    return indices, x, labels, bad
+
+
+def build_dataset(model: PAN, cfg: DatasetConfig, test_segments: int, args: argparse.Namespace) -> TSNDataSet:
+    """The test-mode dataset for one model: its frames per segment, normalisation and views."""
+    crop = args.input_size or model.crop_size
+    transform = eval_transform(crop, None, args.test_crops, args.full_res, model.input_mean, model.input_std)
+    return TSNDataSet(
+        cfg.root_path, cfg.val_list, num_segments=test_segments, new_length=model.new_length,
+        image_tmpl=cfg.image_tmpl, transform=transform, mode="test", dense_sample=args.dense_sample,
+        twice_sample=args.twice_sample, num_clips=args.num_clips, video=cfg.video, num_class=cfg.num_class,
+    )
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class EvalSetup:
+    """What :func:`evaluate` needs besides the model and the data."""
+
+    device: torch.device
+    options: InferenceOptions
+    num_views: int
+    crop_fusion_type: str = "avg"
+    skip_bad: bool = False
+    show_progress: bool = False
+
+
+def evaluate(model: torch.nn.Module, loader: DataLoader, num_class: int, setup: EvalSetup,
+             description: str = "eval") -> Predictions:
+    """Score every video the loader yields; views are fused per video.
+
+    Each batch ``x`` is ``[B, V*T*m*3, H, W]`` (``V = setup.num_views``); it is
+    run as ``[B*V, T*m*3, H, W]`` and the ``[B*V, C]`` scores are fused into
+    ``[B, C]``. A video that failed to load stops the evaluation
+    (:class:`SampleLoadError` naming its file) unless ``setup.skip_bad``.
+    """
+    parts, skipped = [], {}
+    done = 0
+    start = time.perf_counter()
+    bar = tqdm(total=len(loader.dataset), unit="video", desc=description, disable=not setup.show_progress,
+               dynamic_ncols=True)
+    for indices, x, labels, bad in loader:
+        for index, (path, reason) in bad.items():
+            if not setup.skip_bad:
+                raise SampleLoadError(path, f"{reason} -- evaluation stops here (pass --skip-bad to leave "
+                                            f"unreadable videos out and report them)")
+            logger.warning("left out video %d: %s: %s", index, path, reason)
+            skipped[int(index)] = f"{path}: {reason}"
+        if x is not None:
+            batch = x.shape[0]
+            clips = x.reshape(batch * setup.num_views, -1, *x.shape[-2:])
+            scores = run_batch(model, clips, setup.device, setup.options)
+            fused = fuse_views(scores.reshape(batch, setup.num_views, -1), setup.crop_fusion_type)
+            parts.append((indices, fused.numpy(), labels))
+        done += len(indices) + len(bad)
+        bar.update(len(indices) + len(bad))
+    bar.close()
+    elapsed = time.perf_counter() - start
+    logger.info("%s: %d videos in %.1f s (%.2f videos/s)", description, done, elapsed, done / max(elapsed, 1e-9))
+    if not parts:
+        result = Predictions.empty(num_class)
+        result.skipped = skipped
+        return result
+    return Predictions(
+        np.concatenate([p[0] for p in parts]),
+        np.concatenate([p[1] for p in parts]).astype(np.float32),
+        np.concatenate([p[2] for p in parts]),
+        skipped,
+    )
+
+
+def model_overrides(args: argparse.Namespace, num_segments: int | None) -> dict:
+    return {
+        "modality": args.modality,
+        "base_model": args.arch,
+        "num_segments": num_segments,
+        "is_shift": args.shift,
+        "shift_div": args.shift_div,
+        "shift_place": args.shift_place,
+        "temporal_pool": args.temporal_pool,
+        "has_VAP": args.VAP,
+    }
+
+
+def default_output_dir(dataset: str) -> str:
+    return os.path.join("log", f"eval_{dataset}_{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def main(args: argparse.Namespace) -> dict:
+    """Evaluate; returns the metrics (a dict as in ``metrics.json``) on every process."""
+    device = resolve_device(args.device)
+    dist_info = init_distributed(device)
+    setup_logging(dist_info.is_main)
+    try:
+        return _run(args, device, dist_info)
+    finally:
+        cleanup_distributed()
+
+
+def _run(args: argparse.Namespace, device: torch.device, dist_info) -> dict:
+    if args.gpus is not None:
+        logger.warning("--gpus %s is ignored: choose the GPU with --device cuda:N or CUDA_VISIBLE_DEVICES, "
+                       "and several with torchrun", args.gpus)
+    weights = [w for w in args.weights.split(",") if w.strip()]
+    segments = parse_list(args.test_segments, len(weights), int, "--test_segments") or [None] * len(weights)
+    coeffs = parse_list(args.coeff, len(weights), float, "--coeff")
+    options = InferenceOptions(amp=args.amp, amp_dtype=args.amp_dtype, channels_last=args.channels_last,
+                               fuse_bn=args.fuse_bn, compile=args.compile, compile_mode=args.compile_mode)
+    output_dir = args.output_dir or default_output_dir(args.dataset)
+    if dist_info.is_main:
+        check_output_dir(output_dir)  # before any model or data is loaded
+        write_text_atomic(os.path.join(output_dir, "args.json"), json.dumps(vars(args), indent=2) + "\n")
+
+    cfg = get_dataset_config(args.dataset, args.root_path, val_list=args.test_list, image_tmpl=args.image_tmpl,
+                             num_class=args.num_class, video=args.video)
+    categories = None
+    if args.csv_file:
+        if not cfg.category_file:
+            raise UsageError(f"--csv_file needs category names, and dataset {cfg.name} has no category file")
+        categories = load_categories(cfg.category_file)
+
+    runs: list[Predictions] = []
+    video_paths: list[str] = []
+    for path, num_segments in zip(weights, segments):
+        model, resolved, checkpoint = load_checkpoint_model(path, cfg.num_class, model_overrides(args, num_segments))
+        logger.info("%s: %s", path, ", ".join(f"{k}={v} ({resolved.sources[k]})" for k, v in resolved.config.items()))
+        dataset = build_dataset(model, cfg, model.num_segments, args)
+        total = len(dataset) if args.max_num < 0 else min(args.max_num, len(dataset))
+        video_paths = [r.path for r in dataset.records[:total]]
+        clips = IndexedClips(dataset, shard_indices(total, dist_info.rank, dist_info.world_size))
+        loader = DataLoader(clips, batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate_clips,
+                            pin_memory=device.type == "cuda")
+        setup = EvalSetup(
+            device, options, args.test_crops * num_test_views(args.twice_sample, args.dense_sample, args.num_clips),
+            args.crop_fusion_type, args.skip_bad, show_progress=dist_info.is_main and sys.stderr.isatty(),
+        )
+        local = evaluate(prepare_model(model, device, options), loader, cfg.num_class, setup,
+                         os.path.basename(path))
+        run = gather_predictions(local, total)
+        if dist_info.is_main and len(weights) > 1:
+            metrics, _ = compute_metrics(run.scores, run.labels, cfg.num_class, len(run.skipped))
+            logger.info("%s alone: top-1 %.2f%% top-5 %.2f%%", path, metrics.top1, metrics.top5)
+        runs.append(run)
+
+    fused = ensemble_predictions(runs, coeffs, args.softmax, weights)
+    metrics, confusion = compute_metrics(fused.scores, fused.labels, cfg.num_class, len(fused.skipped))
+    if dist_info.is_main:
+        skipped_note = f", {metrics.num_skipped} left out as unreadable (--skip-bad)" if args.skip_bad else ""
+        logger.info("Overall Prec@1 %.2f%% Prec@5 %.2f%% mean class accuracy %.2f%% on %d videos%s",
+                    metrics.top1, metrics.top5, metrics.mean_class_accuracy, metrics.num_videos, skipped_note)
+        paths = save_results(output_dir, fused, video_paths, metrics, confusion,
+                             {"weights": weights, "world_size": dist_info.world_size})
+        logger.info("scores, confusion matrix and metrics written to %s", os.path.dirname(paths["scores"]))
+        if args.csv_file:
+            top_k = args.csv_topk or (5 if cfg.name == "somethingv2" else 1)
+            ids = [os.path.basename(p.rstrip("/")) for p in video_paths]
+            write_submission(args.csv_file, submission_rows(fused, ids, categories, top_k))
+            logger.info("submission file written to %s (top-%d)", args.csv_file, top_k)
+    return metrics.as_dict()
+
+
+#: Errors that are the input's fault: reported as one clear message, no traceback.
+USER_ERRORS = (UsageError, CheckpointError, SampleLoadError, ListFileError, FileNotFoundError, ValueError, OSError)
+
+if __name__ == "__main__":
+    try:
+        main(get_args_parser().parse_args())
+    except USER_ERRORS as err:
+        logger.debug("details", exc_info=True)
+        logging.getLogger("test_models").error("%s: %s", type(err).__name__, err)
+        sys.exit(1)

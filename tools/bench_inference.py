@@ -1,0 +1,199 @@
+"""Latency of the plain fp32 path against the fast inference path, in one process.
+
+The default measures what issue 6 asks about: PAN Lite on ResNet-50, 8
+segments of 4 frames, 224x224, one clip per forward (batch 1), random weights
+(latency does not depend on them). Each repeat times the baseline and then
+every fast variant back to back, so a change of machine load hits them alike;
+the report gives the median latency of each and its ratio to the baseline.
+
+    python tools/bench_inference.py                                   # default fast path
+    python tools/bench_inference.py --variant fuse_bn,channels_last --variant amp,fuse_bn
+    python tools/bench_inference.py --weights ckpt.best.pth.tar --dataset synthetic \\
+        --val_list data/synthetic/val_list.txt --test_segments 8     # + top-1 agreement
+
+With ``--weights`` and ``--val_list`` it also evaluates both paths over the
+list (one centre crop, one clip) and prints the top-1 of each and the share of
+videos on which their top-1 predictions agree.
+
+A variant is a comma list of: ``amp`` (bf16 on CPU, fp16 on CUDA), ``bf16``,
+``fp16``, ``channels_last``, ``fuse_bn``, ``compile``, ``compile_max`` (mode
+max-autotune).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from ops.inference import InferenceOptions, build_model, load_checkpoint_model, prepare_model, run_batch  # noqa: E402
+from ops.runtime import resolve_device, setup_logging  # noqa: E402
+
+logger = logging.getLogger("bench_inference")
+
+#: The fast path that test_models.py's flags give when all are on (compile aside).
+DEFAULT_VARIANT = "fuse_bn,channels_last"
+VARIANT_WORDS = ("amp", "bf16", "fp16", "channels_last", "fuse_bn", "compile", "compile_max")
+
+
+def parse_variant(text: str) -> InferenceOptions:
+    """``"amp,channels_last"`` -> :class:`InferenceOptions`; unknown words are an error naming them."""
+    words = [w.strip() for w in text.split(",") if w.strip()]
+    unknown = [w for w in words if w not in VARIANT_WORDS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown variant word(s) {unknown}; use {', '.join(VARIANT_WORDS)}")
+    dtype = "bfloat16" if "bf16" in words else "float16" if "fp16" in words else None
+    return InferenceOptions(
+        amp="amp" in words or dtype is not None,
+        amp_dtype=dtype,
+        channels_last="channels_last" in words,
+        fuse_bn="fuse_bn" in words,
+        compile="compile" in words or "compile_max" in words,
+        compile_mode="max-autotune" if "compile_max" in words else None,
+    )
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="resnet50", help="backbone (default: resnet50, as released)")
+    parser.add_argument("--modality", default="Lite", help="RGB, PA or Lite (default: Lite)")
+    parser.add_argument("--num_segments", type=int, default=8, help="segments per clip (default: 8)")
+    parser.add_argument("--size", type=int, default=224, help="input height and width (default: 224)")
+    parser.add_argument("--batch_size", type=int, default=1, help="clips per forward (default: 1, latency)")
+    parser.add_argument("--num_class", type=int, default=174, help="classes of the random model (default: 174)")
+    parser.add_argument("--variant", action="append", type=parse_variant, default=None,
+                        help=f"a fast path to time, comma list of {', '.join(VARIANT_WORDS)}; repeatable "
+                             f"(default: {DEFAULT_VARIANT})")
+    parser.add_argument("--repeats", type=int, default=10, help="timed forwards per path (default: 10)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed forwards per path first (default: 3)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: PyTorch's choice, usually the core count)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and input (default: 0)")
+    parser.add_argument("--weights", default=None,
+                        help="a checkpoint: time and compare that model instead of a random one (default: none)")
+    parser.add_argument("--dataset", default="synthetic", help="dataset of --val_list (default: synthetic)")
+    parser.add_argument("--root_path", default=None, help="data root (default: the dataset registry's)")
+    parser.add_argument("--val_list", default=None,
+                        help="with --weights: measure top-1 agreement of the fast path with fp32 on this list "
+                             "(default: off)")
+    parser.add_argument("--test_segments", type=int, default=None,
+                        help="segments for the agreement run (default: the checkpoint's)")
+    parser.add_argument("--input_size", type=int, default=None,
+                        help="crop size for the agreement run (default: the model's, 224)")
+    parser.add_argument("-j", "--workers", type=int, default=2, help="loader workers for the agreement run (default: 2)")
+    return parser
+
+
+def time_paths(paths: dict[str, tuple[torch.nn.Module, InferenceOptions]], x: torch.Tensor,
+               device: torch.device, repeats: int, warmup: int) -> dict[str, list[float]]:
+    """Seconds per forward of each path, interleaved: repeat r runs every path once."""
+    for model, options in paths.values():
+        for _ in range(warmup):
+            run_batch(model, x, device, options)
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(repeats):
+        for name, (model, options) in paths.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            run_batch(model, x, device, options)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def machine_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return (f"{cpu}, {torch.get_num_threads()} threads, ISA {torch.backends.cpu.get_cpu_capability()}, "
+            f"torch {torch.__version__}")
+
+
+def agreement(model: torch.nn.Module, paths: dict, args: argparse.Namespace, device: torch.device) -> None:
+    """Top-1 of each path over ``--val_list`` and how often the fast ones agree with fp32."""
+    from ops.dataset import TSNDataSet
+    from ops.dataset_config import get_dataset_config
+    from ops.transforms import eval_transform
+
+    cfg = get_dataset_config(args.dataset, args.root_path, val_list=args.val_list)
+    crop = args.input_size or model.crop_size
+    dataset = TSNDataSet(
+        cfg.root_path, cfg.val_list, num_segments=model.num_segments, new_length=model.new_length,
+        image_tmpl=cfg.image_tmpl, transform=eval_transform(crop, None, 1, False, model.input_mean, model.input_std),
+        mode="test", video=cfg.video, num_class=cfg.num_class,
+    )
+    loader = torch.utils.data.DataLoader(dataset, batch_size=8, num_workers=args.workers)
+    predictions: dict[str, list[np.ndarray]] = {name: [] for name in paths}
+    labels = []
+    for x, y in loader:
+        labels.append(y.numpy())
+        for name, (path_model, options) in paths.items():
+            predictions[name].append(run_batch(path_model, x, device, options).argmax(1).numpy())
+    truth = np.concatenate(labels)
+    base = np.concatenate(predictions["fp32"])
+    print(f"\ntop-1 agreement with fp32 over {len(truth)} videos of {cfg.val_list}:")
+    for name, preds in predictions.items():
+        pred = np.concatenate(preds)
+        print(f"  {name:<40} top-1 {100 * (pred == truth).mean():6.2f}%   "
+              f"agreement {100 * (pred == base).mean():6.2f}%")
+
+
+def main(args: argparse.Namespace) -> None:
+    setup_logging(True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    torch.manual_seed(args.seed)
+    if args.weights:
+        overrides = {"num_segments": args.test_segments}
+        model, _, _ = load_checkpoint_model(args.weights, None, overrides)
+    else:
+        config = {"modality": args.modality, "base_model": args.arch, "num_segments": args.num_segments,
+                  "is_shift": True, "shift_div": 8, "shift_place": "blockres", "has_VAP": True}
+        model = build_model(config, args.num_class).eval()
+    variants = args.variant or [parse_variant(DEFAULT_VARIANT)]
+    paths = {"fp32": (prepare_model(model, device, InferenceOptions()), InferenceOptions())}
+    for options in variants:
+        paths[options.describe()] = (prepare_model(model, device, options), options)
+
+    size = args.input_size or args.size
+    x = torch.randn(args.batch_size, model.num_segments * model.new_length * 3, size, size,
+                    generator=torch.Generator().manual_seed(args.seed))
+    print(f"PAN {model.modality} {model.arch}, {model.num_segments} segments x {model.new_length} frames, "
+          f"{size}x{size}, batch {args.batch_size}")
+    print(f"machine: {machine_description(device)}")
+    times = time_paths(paths, x, device, args.repeats, args.warmup)
+    base = statistics.median(times["fp32"])
+    print(f"\n{'path':<40} {'median ms':>10} {'min ms':>8} {'speed-up':>9}")
+    for name, samples in times.items():
+        median = statistics.median(samples)
+        print(f"{name:<40} {1000 * median:10.1f} {1000 * min(samples):8.1f} {base / median:8.2f}x")
+    reference = run_batch(paths["fp32"][0], x, device, InferenceOptions())
+    for name, (path_model, options) in paths.items():
+        diff = (run_batch(path_model, x, device, options) - reference).abs().max().item()
+        print(f"max |logit - fp32| {name:<30} {diff:.2e}")
+    if args.val_list:
+        if not args.weights:
+            raise SystemExit("--val_list needs --weights (agreement of a random model tells nothing)")
+        agreement(model, paths, args, device)
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
