@@ -184,6 +184,16 @@ def normalize_uint8(clip: torch.Tensor, mean: Sequence[float], std: Sequence[flo
     return out.div_(255).sub_(m).div_(s)
 
 
+def normalize_uint8_fused(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Same as :func:`normalize_uint8` up to float rounding (1e-6), in one pass:
+    ``x * (1 / (255 std)) - mean / std``. For the training path only."""
+    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+    scale = 1.0 / (255.0 * s)
+    shift = -torch.tensor(mean, dtype=torch.float32).view(3, 1, 1) / s
+    out = torch.empty(clip.shape, dtype=torch.float32)
+    return torch.addcmul(shift, clip, scale, out=out)
+
+
 # ------------------------------------------------------------------ decoding
 
 
@@ -318,7 +328,7 @@ class TrainTransform(ClipTransform):
         clip = torch.from_numpy(crops).permute(0, 3, 1, 2)
         if clip.shape[-2:] != (s, s):
             clip = F.interpolate(clip, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
-        out = normalize_uint8(clip, self.mean, self.std).reshape(-1, s, s)
+        out = normalize_uint8_fused(clip, self.mean, self.std).reshape(-1, s, s)
         if label is not None and flipped and self.flip_label_map:
             label = self.flip_label_map.get(label, label)
         return out, label

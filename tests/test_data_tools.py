@@ -175,6 +175,6 @@ def test_check_data_with_a_registry_name(tmp_path):
 
 def test_benchmark_runs(capsys):
     res = run(bench_transforms, ["--size", "48x32", "--crop", 24, "--segments", 2, "--length", 2,
-                                 "--clips", 2, "--frames", 6])
+                                 "--clips", 2, "--rounds", 1, "--frames", 6])
     assert set(res) == {"train plain", "train ops.transforms", "eval plain", "eval ops.transforms"}
     assert "clips/s" in capsys.readouterr().out
