@@ -1,0 +1,452 @@
+"""Train PAN on a video dataset: one process, or several with ``torchrun``.
+
+Usage (the published command lines run unchanged)::
+
+    python main.py something Lite --arch resnet50 --num_segments 8 --gd 20 --lr 0.01 \\
+        --lr_steps 30 60 --epochs 80 -b 64 -j 16 --dropout 0.5 --eval-freq 1 \\
+        --shift --shift_div 8 --shift_place blockres --npb --VAP
+    torchrun --nproc_per_node=4 main.py something Lite ... -b 16     # batch is per process
+
+The run goes, in order: arguments checked, output folders proven writable,
+list files checked (every bad ``file:line`` at once), model and data built,
+``--resume``/``--tune_from`` loaded and verified, then epochs of training with
+validation every ``--eval-freq`` epochs and a checkpoint at every epoch end
+(and every ``--save-every`` batches). See docs/TRAINING.md and docs/RELIABILITY.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ops.bad_samples import BadSampleMonitor, SubstitutingDataset, TooManyBadSamples, collate_with_reports
+from ops.checkpoint import CheckpointError, compare_state_dicts, load_model_weights, strip_prefix
+from ops.checkpoint_io import (
+    FORMAT_VERSION,
+    capture_rng_state,
+    file_sha256,
+    read_verified_checkpoint,
+    resolve_resume,
+    restore_rng_state,
+    save_checkpoint,
+    to_plain,
+)
+from ops.dataset import ListFileError, SampleLoadError, TSNDataSet, check_records, parse_list_file
+from ops.dataset_config import DatasetConfig, get_dataset_config
+from ops.engine import NonFiniteLossError, StepSettings, evaluate, train_one_epoch
+from ops.lr_schedule import EpochLR, build_param_groups
+from ops.models import PAN
+from ops.run_folder import OutputFolderError, RunFolder, check_writable, warn_if_low_space
+from ops.runtime import DistInfo, cleanup_distributed, init_distributed, resolve_device, setup_logging
+from ops.sampler import ResumableSampler, ShardSampler, loader_generator, seed_worker
+from ops.train_args import UsageError, check_args, default_store_name, get_args_parser
+from ops.transforms import eval_transform, train_transform
+
+logger = logging.getLogger("main")
+
+#: Model settings a checkpoint must share with the run resuming from it (dropout may change).
+RESUME_MODEL_FIELDS = ("num_class", "num_segments", "modality", "base_model", "consensus_type", "is_shift",
+                       "shift_div", "shift_place", "temporal_pool", "data_length", "has_VAP")
+
+
+class RankZeroFailed(RuntimeError):
+    """Raised on the other processes when a step that only rank 0 performs failed there."""
+
+
+class DataCheckError(ValueError):
+    """The list files have problems; ``problems`` holds one ``file:line: path: reason`` each."""
+
+    def __init__(self, problems: list[str], report_path: str | None = None, shown: int = 100):
+        self.problems = problems
+        listed = "\n".join(problems[:shown])
+        more = f"\n... and {len(problems) - shown} more" if len(problems) > shown else ""
+        where = f" (all of them are in {report_path})" if report_path else ""
+        super().__init__(f"{len(problems)} problem(s) in the data lists{where}; nothing was trained:\n{listed}{more}")
+
+
+#: Errors that end a run with a message instead of a traceback.
+EXPECTED_ERRORS = (
+    UsageError, OutputFolderError, CheckpointError, ListFileError, SampleLoadError, NonFiniteLossError,
+    TooManyBadSamples, FileNotFoundError, RankZeroFailed, DataCheckError,
+)
+
+
+# ------------------------------------------------------------------ set-up
+
+
+def configure_determinism(deterministic: bool) -> None:
+    """Deterministic kernels for ``--deterministic``; otherwise let cuDNN pick the fastest."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
+
+
+def dataset_config(args: argparse.Namespace) -> DatasetConfig:
+    try:
+        return get_dataset_config(
+            args.dataset, args.root_path, train_list=args.train_list, val_list=args.val_list,
+            image_tmpl=args.image_tmpl, num_class=args.num_class, video=args.video,
+        )
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def check_data(cfg: DatasetConfig, args: argparse.Namespace, report_path: str | None) -> None:
+    """Parse both lists and check the files they name; :class:`DataCheckError` lists every problem.
+
+    ``--check-data quick``: each folder/video exists (with its first and last
+    frame); ``full``: every frame decodes; ``off``: only the list syntax and labels.
+    """
+    problems: list[str] = []
+    records = []
+    for path in (cfg.train_list, cfg.val_list):
+        try:
+            records.append(parse_list_file(path, cfg.num_class))
+        except ListFileError as err:
+            problems.extend(err.problems)
+    if not problems and args.check_data != "off":
+        for recs in records:
+            problems.extend(check_records(recs, cfg.root_path, cfg.image_tmpl, cfg.video,
+                                          workers=max(args.workers, 4), check_frames=args.check_data == "full",
+                                          lmdb_path=args.lmdb))
+    if problems:
+        if report_path:
+            with open(report_path, "w", encoding="utf-8") as f:
+                f.write("\n".join(problems) + "\n")
+        raise DataCheckError(problems, report_path)
+
+
+def build_model(args: argparse.Namespace, num_class: int) -> PAN:
+    fc_lr5 = args.fc_lr5
+    if fc_lr5 is None:  # the published rule
+        fc_lr5 = not (args.tune_from and args.dataset in args.tune_from)
+    return PAN(
+        num_class, args.num_segments, args.modality, base_model=args.arch, consensus_type=args.consensus_type,
+        dropout=args.dropout, partial_bn=not args.no_partialbn, pretrain=args.pretrain, is_shift=args.shift,
+        shift_div=args.shift_div, shift_place=args.shift_place, fc_lr5=fc_lr5, temporal_pool=args.temporal_pool,
+        data_length=args.data_length, has_VAP=args.VAP,
+    )
+
+
+def build_datasets(cfg: DatasetConfig, args: argparse.Namespace, model: PAN) -> tuple[SubstitutingDataset, TSNDataSet]:
+    """Training set (bad samples replaced) and validation set (bad samples fail).
+
+    Items are ``([T*m*3, crop, crop], label)``.
+    """
+    common = dict(num_segments=args.num_segments, new_length=model.new_length, image_tmpl=cfg.image_tmpl,
+                  dense_sample=args.dense_sample, video=cfg.video, num_class=cfg.num_class, seed=args.seed,
+                  lmdb_path=args.lmdb)
+    train_tf = train_transform(args.crop_size, args.scale_size, cfg.flip, model.input_mean, model.input_std,
+                               cfg.flip_label_map)
+    val_tf = eval_transform(args.crop_size, args.scale_size, 1, False, model.input_mean, model.input_std)
+    train = TSNDataSet(cfg.root_path, cfg.train_list, transform=train_tf, mode="train", **common)
+    val = TSNDataSet(cfg.root_path, cfg.val_list, transform=val_tf, mode="val", **common)
+    channels = args.num_segments * model.new_length * 3
+    return SubstitutingDataset(train, args.seed, args.max_bad_in_row, channels), val
+
+
+def _is_classifier(name: str) -> bool:
+    """The class-count-sized tensors: VAP's ``pred`` (``base_model.fc.pred.*`` on ResNets,
+    ``base_model.classifier.pred.*`` on MobileNetV2) or the plain head ``new_fc.*``."""
+    return name.startswith("new_fc.") or ".pred." in name
+
+
+def load_tune_from(model: PAN, path: str) -> list[str]:
+    """Load another run's weights, leaving out classifier tensors whose shape differs.
+
+    Everything else must match (:class:`CheckpointError` lists what does not).
+    Returns the names left out.
+    """
+    state = strip_prefix(read_verified_checkpoint(path)["state_dict"])
+    own = model.state_dict()
+    skipped = [k for k, v in state.items()
+               if _is_classifier(k) and k in own and tuple(v.shape) != tuple(own[k].shape)]
+    merged = {k: (own[k] if k in skipped else v) for k, v in state.items()}
+    load_model_weights(model, merged, source=f"--tune_from {path}")
+    if skipped:
+        logger.info("--tune_from %s: classifier left out (class count differs): %s", path, ", ".join(skipped))
+    return skipped
+
+
+def check_resume_compatible(ckpt: dict, path: str, current: dict, model: PAN, allow_change: bool) -> None:
+    """Refuse a checkpoint of another model, or of another data/process layout unless allowed."""
+    load_model_weights(model, ckpt["state_dict"], source=f"--resume {path}")
+    saved_config = ckpt.get("model_config") or {}
+    config = model.config()
+    differ = [f"{k}: checkpoint {saved_config[k]!r}, this run {config[k]!r}"
+              for k in RESUME_MODEL_FIELDS if k in saved_config and saved_config[k] != config[k]]
+    if differ:
+        raise CheckpointError(f"--resume {path} was trained with another model:\n  " + "\n  ".join(differ))
+    changes = [f"{k}: checkpoint {ckpt[k]!r}, this run {v!r}"
+               for k, v in current.items() if k in ckpt and ckpt[k] != v]
+    if changes and not allow_change:
+        raise CheckpointError(
+            f"--resume {path} comes from a run with another layout:\n  " + "\n  ".join(changes)
+            + "\nResuming would change the sample order or the effective batch; pass --allow-resume-change "
+            "to resume anyway (the result then differs from an uninterrupted run)."
+        )
+    for change in changes:
+        logger.warning("--allow-resume-change: %s", change)
+
+
+def broadcast(obj: object, info: DistInfo) -> object:
+    """``obj`` of rank 0, on every process."""
+    if not info.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def on_main_process(fn: Callable[[], object], info: DistInfo) -> object:
+    """Run ``fn`` on rank 0 and return its result there (None elsewhere).
+
+    If it fails, every process raises, so none waits forever in a collective.
+    """
+    error, result = None, None
+    if info.is_main:
+        try:
+            result = fn()
+        except Exception as err:  # re-raised below, on every rank
+            error = err
+    message = broadcast(None if error is None else f"{type(error).__name__}: {error}", info)
+    if error is not None:
+        raise error
+    if message is not None:
+        raise RankZeroFailed(f"rank 0 failed: {message}")
+    return result
+
+
+def gather_rng_states(info: DistInfo) -> list[dict]:
+    state = capture_rng_state()
+    if not info.distributed:
+        return [state]
+    states: list = [None] * info.world_size
+    dist.all_gather_object(states, state)
+    return states
+
+
+# ------------------------------------------------------------------ main
+
+
+def main(args: argparse.Namespace) -> dict:
+    """Train (or with ``--evaluate`` only validate); returns ``{"best_prec1", "last": metrics}``."""
+    check_args(args)
+    device = resolve_device(args.device)
+    if args.sync_bn and device.type != "cuda":
+        raise UsageError("--sync_bn needs CUDA: SyncBatchNorm does not run on CPU; drop --sync_bn "
+                         "(or use --freeze-bn for small per-process batches)")
+    info = init_distributed(device)
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    try:
+        return _train(args, device, info)
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)  # main() may be called again in-process
+        cleanup_distributed()
+
+
+def _train(args: argparse.Namespace, device: torch.device, info: DistInfo) -> dict:
+    args.store_name = args.store_name or default_store_name(args)
+    log_dir = os.path.join(args.root_log, args.store_name)
+    model_dir = os.path.join(args.root_model, args.store_name)
+    if info.is_main:  # before any data is read: a bad output path fails in seconds
+        check_writable(log_dir, "--root_log")
+        check_writable(model_dir, "--root_model")
+    log_file = os.path.join(log_dir, "log.txt")
+    setup_logging(info.is_main, log_file if info.is_main else None)
+    run = RunFolder(log_dir, info.is_main, tensorboard=args.tensorboard)
+    try:
+        return _run(args, device, info, run, model_dir)
+    finally:
+        run.close()
+        _close_log_file(log_file)
+
+
+def _close_log_file(log_file: str) -> None:
+    """Detach the run's log file, so that a caller running main() again (tests) does not keep writing to it."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler) and handler.baseFilename == os.path.abspath(log_file):
+            root.removeHandler(handler)
+            handler.close()
+
+
+def _run(args: argparse.Namespace, device: torch.device, info: DistInfo, run: RunFolder, model_dir: str) -> dict:
+    run.save_args(to_plain(vars(args)))
+    logger.info("run %s on %s, %d process(es), batch %d per process (%d in total per step)", args.store_name,
+                device, info.world_size, args.batch_size, args.batch_size * info.world_size * args.iter_size)
+    configure_determinism(args.deterministic)
+    cfg = dataset_config(args)
+
+    on_main_process(lambda: check_data(cfg, args, run.file("data_problems.txt")), info)
+
+    torch.manual_seed(args.seed)  # same initial weights on every process
+    model = build_model(args, cfg.num_class)
+    model_without_ddp = model
+    train_set, val_set = build_datasets(cfg, args, model)
+    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    if info.is_main:
+        warn_if_low_space(model_dir, 8 * param_bytes)  # ckpt, prev, best, temp; weights and momentum
+
+    optimizer = torch.optim.SGD(build_param_groups(model.get_optim_policies(), args.lr, args.weight_decay),
+                                lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    sampler = ResumableSampler(len(train_set), args.batch_size, info.world_size, info.rank, args.seed)
+    steps_in_epoch = sampler.num_batches
+    scheduler = EpochLR(optimizer, args.lr, args.lr_type, args.epochs, -(-steps_in_epoch // args.iter_size),
+                        args.lr_steps, args.warmup)
+    scaler = torch.amp.GradScaler("cuda") if args.amp and device.type == "cuda" else None
+    monitor = BadSampleMonitor(args.max_bad_fraction)
+    list_sha = file_sha256(cfg.train_list)
+    layout = {"world_size": info.world_size, "batch_size": args.batch_size, "iter_size": args.iter_size,
+              "list_file_sha256": list_sha}
+
+    start_epoch, start_step, best_prec1, rng_states = args.start_epoch, 0, 0.0, None
+    found = None
+    if args.resume:
+        # Rank 0 alone picks the file (it may move a corrupt one aside); the others read what it chose.
+        resolved = on_main_process(lambda: resolve_resume(args.resume, model_dir), info)
+        path = broadcast(resolved[0] if resolved else None, info)
+        if path is not None:
+            found = resolved if info.is_main else (path, read_verified_checkpoint(path))
+        else:
+            logger.info("--resume auto: no checkpoint in %s yet; starting from the beginning", model_dir)
+    if found:
+        path, ckpt = found
+        check_resume_compatible(ckpt, path, layout, model, args.allow_resume_change)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        best_prec1 = float(ckpt.get("best_prec1", 0.0))
+        start_epoch = int(ckpt["epoch"])
+        start_step = int(ckpt.get("step_in_epoch", 0))
+        if start_step and ckpt.get("batch_size", args.batch_size) * ckpt.get("world_size", 1) != \
+                args.batch_size * info.world_size:
+            consumed = start_step * ckpt["batch_size"] * ckpt["world_size"]
+            start_step = consumed // (args.batch_size * info.world_size)
+        if start_step >= steps_in_epoch:  # an allowed change made the epoch shorter
+            start_epoch, start_step = start_epoch + 1, 0
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        if ckpt.get("bad_samples"):
+            monitor.load_state_dict(ckpt["bad_samples"])
+        rng_states = ckpt.get("rng_state")
+        logger.info("resumed from %s: epoch %d, step %d, best top-1 %.2f", path, start_epoch, start_step,
+                    best_prec1)
+    elif args.tune_from:
+        load_tune_from(model, args.tune_from)
+
+    model.to(device)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if args.sync_bn and info.distributed:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if info.distributed:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if args.compile:
+        try:
+            model = torch.compile(model)
+        except Exception as err:  # an unsupported platform; training works without it
+            logger.warning("--compile failed (%s: %s); continuing without torch.compile", type(err).__name__, err)
+    criterion = nn.CrossEntropyLoss().to(device)
+    val_loader = DataLoader(val_set, batch_size=args.batch_size, sampler=ShardSampler(len(val_set), info.world_size,
+                            info.rank), num_workers=args.workers, pin_memory=device.type == "cuda")
+
+    def validate(epoch: int) -> dict:
+        metrics = evaluate(model, criterion, val_loader, device, amp=args.amp, channels_last=args.channels_last,
+                           dist_info=info)
+        logger.info("validation after epoch %d: top-1 %.2f%% top-5 %.2f%% loss %.4f (%d videos)", epoch,
+                    metrics["top1"], metrics["top5"], metrics["loss"], metrics["count"])
+        run.log_metrics({"epoch": epoch, **metrics})
+        for key in ("loss", "top1", "top5"):
+            run.scalar(f"val/{key}", metrics[key], epoch)
+        return metrics
+
+    if args.evaluate:
+        metrics = validate(start_epoch)
+        return {"best_prec1": best_prec1, "last": metrics}
+
+    if rng_states:
+        restore_rng_state(rng_states[info.rank % len(rng_states)])
+    else:
+        torch.manual_seed(args.seed + info.rank)  # dropout differs per process, reproducibly
+
+    settings = StepSettings(amp=args.amp, iter_size=args.iter_size, clip_gradient=args.clip_gradient,
+                            channels_last=args.channels_last, freeze_bn=args.freeze_bn, print_freq=args.print_freq)
+    last: dict = {}
+
+    def save(epoch: int, step_in_epoch: int, is_best: bool = False) -> None:
+        rng = gather_rng_states(info)
+        state = {
+            "format_version": FORMAT_VERSION, "epoch": epoch, "step_in_epoch": step_in_epoch,
+            "arch": args.arch, "modality": args.modality, "num_segments": args.num_segments,
+            "dataset": args.dataset, "model_config": model_without_ddp.config(),
+            "state_dict": model_without_ddp.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else {},
+            "best_prec1": float(best_prec1), "args": to_plain(vars(args)), "rng_state": rng,
+            "sampler_state": {"epoch": epoch, "start": step_in_epoch * args.batch_size, "seed": args.seed},
+            "bad_samples": monitor.state_dict(), **layout,
+        }
+        on_main_process(lambda: save_checkpoint(state, model_dir, is_best), info)
+
+    for epoch in range(start_epoch, args.epochs):
+        train_set.set_epoch(epoch)
+        sampler.set_epoch(epoch, start_step * args.batch_size)
+        loader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers,
+                            collate_fn=collate_with_reports, pin_memory=device.type == "cuda", drop_last=True,
+                            generator=loader_generator(args.seed, epoch), worker_init_fn=seed_worker)
+
+        def on_step_end(done: int, epoch: int = epoch) -> None:
+            if args.save_every and done % args.save_every == 0 and done < steps_in_epoch:
+                save(epoch, done)
+
+        train_metrics = train_one_epoch(
+            model, criterion, optimizer, scheduler, loader, device, epoch, steps_in_epoch=steps_in_epoch,
+            start_step=start_step, scaler=scaler, settings=settings, dist_info=info, run=run, monitor=monitor,
+            on_step_end=on_step_end,
+        )
+        start_step = 0
+        logger.info("epoch %d done: train loss %.4f top-1 %.2f%% (%d bad sample loads so far)", epoch,
+                    train_metrics["loss"], train_metrics["top1"], monitor.bad)
+        is_best = False
+        if (epoch + 1) % args.eval_freq == 0 or epoch + 1 == args.epochs:
+            try:
+                last = validate(epoch)
+            except SampleLoadError:
+                save(epoch + 1, 0)  # the epoch's training is kept; the bad validation file is named
+                raise
+            is_best = last["top1"] > best_prec1
+            best_prec1 = max(best_prec1, last["top1"])
+            logger.info("best top-1 so far: %.2f%%", best_prec1)
+        save(epoch + 1, 0, is_best)
+        run.flush()
+    return {"best_prec1": best_prec1, "last": last}
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """Entry point: expected failures end with one clear message and exit status 1 (2 for usage)."""
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    try:
+        main(args)
+    except UsageError as err:
+        parser.error(str(err))
+    except EXPECTED_ERRORS as err:
+        if not logging.getLogger().handlers:
+            logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        logger.error("%s", err)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,176 @@
+"""Command line of ``main.py`` (training), kept apart so tests and tools can parse it.
+
+The published command lines run unchanged (positional ``dataset modality``,
+``--arch``, ``--num_segments``, ``--gd``, ``--lr_steps``, ``--npb``, ``--VAP``...).
+Every boolean has a ``--no-...`` form, and every help text states the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ops.checkpoint_io import RESUME_AUTO
+from ops.lr_schedule import LR_TYPES
+from ops.modalities import MODALITIES
+from ops.models import CONSENSUS_TYPES
+from ops.runtime import DEVICE_CHOICES
+
+CHECK_DATA_CHOICES = ("quick", "full", "off")
+
+
+class UsageError(ValueError):
+    """Arguments that cannot work together; the message names the flags."""
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Train PAN (Lite / RGB / PA) on a video dataset. One process: `python main.py ...`; "
+        "several: `torchrun --nproc_per_node=N main.py ...` (--batch-size is per process).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        add_help=add_help,
+    )
+    on_off = argparse.BooleanOptionalAction
+
+    g = p.add_argument_group("data")
+    g.add_argument("dataset", help="dataset name from ops/dataset_config.py (something, somethingv2, kinetics, "
+                   "ucf101, hmdb51, jester, synthetic) or a custom name with --train_list/--val_list/--num_class")
+    g.add_argument("modality", choices=list(MODALITIES), help="input modality: RGB frames, PA maps, or Lite (RGB + PA)")
+    g.add_argument("--root_path", default=None, help="data root; default: $PAN_DATA_ROOT/<dataset> "
+                   "(see ops/dataset_config.py)")
+    g.add_argument("--train_list", default=None, help="training list file, overriding the registry's")
+    g.add_argument("--val_list", default=None, help="validation list file, overriding the registry's")
+    g.add_argument("--num_class", type=int, default=None, help="class count, overriding the registry's "
+                   "(required for a custom dataset)")
+    g.add_argument("--image_tmpl", default=None, help="frame file name template, overriding the registry's")
+    g.add_argument("--video", action=on_off, default=None, help="list paths are video files instead of frame "
+                   "folders (default: the registry's choice)")
+    g.add_argument("--lmdb", default=None, help="read frames from this LMDB store (tools of ops/lmdb_store.py)")
+    g.add_argument("--dense_sample", action=on_off, default=False, help="I3D-style dense sampling of a 64-frame window")
+    g.add_argument("--crop_size", type=int, default=224, help="training/validation crop size in pixels")
+    g.add_argument("--scale_size", type=int, default=None, help="validation resize of the shorter side; "
+                   "default crop_size*256/224")
+    g.add_argument("--check-data", dest="check_data", choices=CHECK_DATA_CHOICES, default="quick",
+                   help="validate the list files before training: quick = every folder/video exists with its "
+                   "first and last frame; full = every frame decodes (slow); off = only parse the lists")
+    g.add_argument("-j", "--workers", type=int, default=8, help="data loading worker processes per process")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--arch", default="resnet50", help="backbone (resnet18/34/50/101/152, mobilenet_v2)")
+    g.add_argument("--num_segments", type=int, default=8, help="segments per clip (8 in the paper)")
+    g.add_argument("--consensus_type", choices=CONSENSUS_TYPES, default="avg",
+                   help="segment consensus when VAP is off")
+    g.add_argument("--dropout", "--do", type=float, default=0.5, help="dropout before the classifier")
+    g.add_argument("--data_length", type=int, default=4, help="frames per segment for PA and Lite (m in the paper)")
+    g.add_argument("--VAP", action=on_off, default=True, help="VAP head (the released models all use it)")
+    g.add_argument("--base", choices=("TSN", "TSM"), default="TSM",
+                   help="model family: TSM allows --shift, TSN refuses it")
+    g.add_argument("--shift", action=on_off, default=False, help="temporal shift (TSM); the scripts turn it on")
+    g.add_argument("--shift_div", type=int, default=8, help="1/shift_div of the channels shift each way")
+    g.add_argument("--shift_place", choices=("blockres", "block"), default="blockres", help="where shifts go")
+    g.add_argument("--temporal_pool", action=on_off, default=False, help="halve the segments after layer1")
+    g.add_argument("--pretrain", default="imagenet", help="backbone initialisation: imagenet (torchvision's "
+                   "file in the torch cache; nothing is downloaded), a .pth path, or none (random)")
+    g.add_argument("--tune_from", default=None, help="start from another run's checkpoint (e.g. Kinetics); "
+                   "the classifier is left out when the class count differs")
+    g.add_argument("--fc_lr5", action=on_off, default=None, help="5x/10x learning rate for the classifier's "
+                   "weights/biases; default as published: on unless --tune_from names this dataset's checkpoint")
+    g.add_argument("--no_partialbn", "--npb", dest="no_partialbn", action="store_true", default=True,
+                   help="train every BatchNorm (the default, as the released models were trained)")
+    g.add_argument("--partialbn", dest="no_partialbn", action="store_false",
+                   help="freeze every BatchNorm but the first (TSN's partial BN)")
+    g.add_argument("--freeze-bn", dest="freeze_bn", action=on_off, default=False,
+                   help="keep every BatchNorm in eval mode (running statistics; affine parameters still learn)")
+    g.add_argument("--sync_bn", action=on_off, default=False, help="SyncBatchNorm across processes (CUDA only)")
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, default=80, help="number of epochs")
+    g.add_argument("-b", "--batch-size", dest="batch_size", type=int, default=64,
+                   help="batch size PER PROCESS; the total is batch-size x processes (x --iter-size). Published "
+                   "rule: lr 0.01 for a total of 64, linear in the total")
+    g.add_argument("-i", "--iter-size", dest="iter_size", type=int, default=1,
+                   help="gradient accumulation: one optimizer step every iter-size batches")
+    g.add_argument("--lr", "--learning-rate", dest="lr", type=float, default=0.01, help="base learning rate")
+    g.add_argument("--lr_type", choices=LR_TYPES, default="step", help="step: x0.1 at each --lr_steps epoch; "
+                   "cos: cosine from lr to 0 over --epochs; both evaluated at every step")
+    g.add_argument("--lr_steps", type=float, nargs="+", default=[30, 60], help="epochs of the x0.1 decays (step)")
+    g.add_argument("--warmup", type=float, default=0.0, help="epochs of linear learning-rate warm-up")
+    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    g.add_argument("--weight-decay", "--wd", dest="weight_decay", type=float, default=5e-4, help="weight decay")
+    g.add_argument("--clip-gradient", "--gd", dest="clip_gradient", type=float, default=20.0,
+                   help="clip the gradient's total norm at this value; 0 turns clipping off")
+    g.add_argument("--loss_type", choices=("nll",), default="nll", help="cross-entropy (the only published choice)")
+
+    g = p.add_argument_group("run")
+    g.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)} or cuda:N; under "
+                   "torchrun each process takes cuda:LOCAL_RANK")
+    g.add_argument("--amp", action=on_off, default=False, help="mixed precision: bfloat16 on CPU, float16 with "
+                   "a gradient scaler on CUDA")
+    g.add_argument("--channels_last", action=on_off, default=False, help="channels-last memory format")
+    g.add_argument("--compile", action=on_off, default=False, help="torch.compile the model (falls back to "
+                   "eager with a warning if compiling fails)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the model init, sample order and augmentation")
+    g.add_argument("--deterministic", action=on_off, default=False, help="deterministic kernels; with it a "
+                   "resumed run reproduces an uninterrupted one bit for bit on CPU")
+    g.add_argument("--eval-freq", dest="eval_freq", type=int, default=5,
+                   help="validate every N epochs and after the last")
+    g.add_argument("--print-freq", dest="print_freq", type=int, default=20, help="log every N batches")
+    g.add_argument("--root_log", default="log", help="parent of the run folder (log, args.json, tensorboard)")
+    g.add_argument("--root_model", default="checkpoint", help="parent of the checkpoint folder")
+    g.add_argument("--store_name", default=None, help="run name; default PAN_<modality>_<dataset>_<arch>"
+                   "[_shift8_blockres]_<consensus>_segment<T>_e<epochs>[_dense][_<suffix>], as published")
+    g.add_argument("--suffix", default=None, help="appended to the default store_name")
+    g.add_argument("--tensorboard", action=on_off, default=True, help="write tensorboardX scalars")
+
+    g = p.add_argument_group("checkpoints and reliability")
+    g.add_argument("--resume", default="", help=f"checkpoint to continue from; '{RESUME_AUTO}' = this run's "
+                   "latest (falling back to the previous one if corrupt; a fresh start if none)")
+    g.add_argument("-e", "--evaluate", action="store_true", help="only validate the --resume/--tune_from model")
+    g.add_argument("--start-epoch", dest="start_epoch", type=int, default=0,
+                   help="first epoch when not resuming (the checkpoint's epoch wins when resuming)")
+    g.add_argument("--save-every", dest="save_every", type=int, default=0,
+                   help="also checkpoint every N batches within an epoch (0: only at epoch ends)")
+    g.add_argument("--allow-resume-change", dest="allow_resume_change", action=on_off, default=False,
+                   help="resume even if world size, batch size or the training list differ from the checkpoint's")
+    g.add_argument("--max-bad-fraction", dest="max_bad_fraction", type=float, default=0.001,
+                   help="abort when more than this share of the training samples seen failed to load "
+                   "(judged once 1/fraction samples have been seen)")
+    g.add_argument("--max-bad-in-row", dest="max_bad_in_row", type=int, default=10,
+                   help="abort after this many failed sample loads in a row")
+    return p
+
+
+def default_store_name(args: argparse.Namespace) -> str:
+    """The published run name, e.g. ``PAN_Lite_something_resnet50_shift8_blockres_avg_segment8_e80``."""
+    arch = args.arch
+    if args.shift:
+        arch += f"_shift{args.shift_div}_{args.shift_place}"
+    if args.temporal_pool:
+        arch += "_tpool"
+    name = "_".join(["PAN", args.modality, args.dataset, arch, args.consensus_type,
+                     f"segment{args.num_segments}", f"e{args.epochs}"])
+    if args.dense_sample:
+        name += "_dense"
+    if args.suffix:
+        name += f"_{args.suffix}"
+    return name
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse combinations that cannot work, before anything is loaded (:class:`UsageError`)."""
+    if args.shift and args.base == "TSN":
+        raise UsageError("--shift needs --base TSM (TSN has no temporal shift)")
+    for flag, value, low in (("--batch-size", args.batch_size, 1), ("--iter-size", args.iter_size, 1),
+                             ("--epochs", args.epochs, 1), ("--num_segments", args.num_segments, 1),
+                             ("--workers", args.workers, 0), ("--save-every", args.save_every, 0),
+                             ("--max-bad-in-row", args.max_bad_in_row, 1), ("--eval-freq", args.eval_freq, 1)):
+        if value < low:
+            raise UsageError(f"{flag} must be >= {low}, got {value}")
+    if not 0.0 <= args.max_bad_fraction < 1.0:
+        raise UsageError(f"--max-bad-fraction must be in [0, 1), got {args.max_bad_fraction}")
+    if args.save_every and args.save_every % args.iter_size:
+        raise UsageError(f"--save-every {args.save_every} must be a multiple of --iter-size {args.iter_size} "
+                         "(a checkpoint cannot hold half-accumulated gradients)")
+    if args.evaluate and not (args.resume or args.tune_from):
+        raise UsageError("--evaluate needs a model: give --resume or --tune_from")
+    if args.lr_type == "step" and sorted(args.lr_steps) != list(args.lr_steps):
+        raise UsageError(f"--lr_steps must be increasing, got {args.lr_steps}")
