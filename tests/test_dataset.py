@@ -1,6 +1,5 @@
 """TSNDataSet: list parsing, which frames are read, per-item randomness, videos, LMDB, errors."""
 
-import argparse
 import random
 
 import numpy as np
@@ -260,4 +259,3 @@ def test_bad_options(data):
         TSNDataSet(str(data), str(data / "train.txt"), mode="eval")
     with pytest.raises(ValueError, match="test"):
         TSNDataSet(str(data), str(data / "train.txt"), mode="train", twice_sample=True)
-    _ = argparse  # tools are driven through their parsers in test_data_tools

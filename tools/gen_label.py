@@ -32,9 +32,7 @@ import argparse
 import csv
 import json
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 #: Default frame folder (under the root) and list names, per dataset.
 DEFAULTS = {
