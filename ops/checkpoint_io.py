@@ -254,6 +254,10 @@ def keep_previous(path: str, prev_path: str) -> None:
     folder = os.path.dirname(path) or "."
     tmp = os.path.join(folder, f".{os.path.basename(prev_path)}.{os.getpid()}{TMP_SUFFIX}")
     remove_stale_temps(prev_path)
+    if os.path.exists(prev_path) and os.path.samefile(path, prev_path):
+        # A save killed after this step already linked them; renaming a link over
+        # another link of the same file would do nothing and leave tmp behind.
+        return
     try:
         os.link(path, tmp)
     except OSError as err:
