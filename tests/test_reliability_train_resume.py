@@ -1,0 +1,180 @@
+"""Exact resume: a run killed with SIGKILL mid-epoch and resumed equals an uninterrupted one, bit for bit.
+
+Also: the learning rate is equal at every step across an epoch-boundary resume
+(step and cos schedules), and a resume with another world size, batch size or
+training list is refused unless --allow-resume-change.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import main
+from ops.checkpoint import CheckpointError
+from ops.checkpoint_io import CKPT_NAME, atomic_save, read_verified_checkpoint
+from ops.lr_schedule import EpochLR, lr_factor
+from ops.train_args import get_args_parser
+from tests.test_train_support import make_tiny_dataset, read_steps, state_dict_of, train_argv
+
+FORK = mp.get_context("fork")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return make_tiny_dataset(tmp_path_factory.mktemp("tiny"), n_train=12)  # 6 steps per epoch
+
+
+def train(data: Path, out: Path, *extra: str) -> dict:
+    return main.main(get_args_parser().parse_args(train_argv(data, out, *extra)))
+
+
+def _train_in_child(data: Path, out: Path, extra: tuple[str, ...]) -> None:
+    torch.set_num_threads(1)
+    try:
+        train(data, out, *extra)
+    finally:
+        os._exit(0)
+
+
+def steps_file(out: Path) -> Path:
+    return out / "log" / "run" / "steps.tsv"
+
+
+def step_lines(out: Path) -> list[tuple[tuple[int, int], tuple[float, float]]]:
+    """Every line of steps.tsv, repeats included (a resumed run logs the steps it redoes again)."""
+    rows = []
+    for line in steps_file(out).read_text().splitlines()[1:]:
+        epoch, step, loss, lr = line.split("\t")
+        rows.append(((int(epoch), int(step)), (float(loss), float(lr))))
+    return rows
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    sa, sb = state_dict_of(a / "ckpt" / "run" / CKPT_NAME), state_dict_of(b / "ckpt" / "run" / CKPT_NAME)
+    assert sa.keys() == sb.keys()
+    different = [k for k in sa if not torch.equal(sa[k], sb[k])]
+    assert different == []
+
+
+EXACT = ("--deterministic", "--save-every", "2", "--lr_type", "cos", "--dropout", "0.5")
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_is_bit_exact(data, tmp_path):
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    train(data, reference, *EXACT)
+
+    child = FORK.Process(target=_train_in_child, args=(data, killed, EXACT))
+    child.start()
+    # Kill once step 2 of epoch 1 is logged: the mid-epoch checkpoint after its
+    # 2nd step is then complete, and the rest of the epoch is lost.
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and child.is_alive():
+        if steps_file(killed).exists() and len(steps_file(killed).read_text().splitlines()) >= 1 + 6 + 3:
+            break
+        time.sleep(0.005)
+    assert child.is_alive(), "the run ended before it could be killed"
+    os.kill(child.pid, signal.SIGKILL)
+    child.join()
+    ckpt = read_verified_checkpoint(str(killed / "ckpt" / "run" / CKPT_NAME))
+    assert ckpt["epoch"] == 1 and ckpt["step_in_epoch"] in (2, 4)  # a mid-epoch checkpoint
+
+    train(data, killed, *EXACT, "--resume", "auto")
+    assert f"epoch 1, step {ckpt['step_in_epoch']}" in (killed / "log" / "run" / "log.txt").read_text()
+    assert_same_weights(reference, killed)
+    expected = read_steps(reference / "log" / "run")
+    lines = step_lines(killed)
+    assert len(lines) > len(expected)  # some steps were done twice
+    for key, (loss, lr) in lines:
+        assert (loss, lr) == expected[key], key  # exact float equality, per step and per try
+
+
+def test_resume_at_epoch_boundary_keeps_lr_and_weights_identical(data, tmp_path):
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    args = ("--deterministic", "--lr_steps", "1")  # the step decay falls on the boundary
+    train(data, reference, *args)
+    train(data, resumed, *args, "--epochs", "1")
+    train(data, resumed, *args, "--resume", "auto")
+    ref, res = read_steps(reference / "log" / "run"), read_steps(resumed / "log" / "run")
+    assert ref.keys() == res.keys() and len(ref) == 12
+    assert [res[k][1] for k in sorted(res)] == [ref[k][1] for k in sorted(ref)]
+    assert {ref[(1, 0)][1], ref[(0, 5)][1]} == {0.001, 0.01}
+    assert_same_weights(reference, resumed)
+
+
+@pytest.mark.parametrize("lr_type, warmup", [("step", 0.0), ("cos", 0.0), ("cos", 1.5)])
+def test_lr_schedule_state_round_trip_gives_equal_lr_at_every_step(lr_type, warmup):
+    def make():
+        params = [torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))]
+        groups = [{"params": [params[0]], "lr_mult": 1.0}, {"params": [params[1]], "lr_mult": 5.0}]
+        opt = torch.optim.SGD(groups, lr=0.1)
+        return opt, EpochLR(opt, 0.1, lr_type, epochs=4, steps_per_epoch=5, lr_steps=[2, 3], warmup=warmup)
+
+    opt, sched = make()
+    straight = []
+    for epoch in range(4):
+        for step in range(5):
+            sched.set_position(epoch, step)
+            straight.append(sched.get_last_lr())
+    opt, sched = make()
+    resumed = []
+    for epoch in range(4):
+        if epoch == 2:  # "restart": a fresh scheduler loads the saved state
+            state = sched.state_dict()
+            opt, sched = make()
+            sched.load_state_dict(state)
+        for step in range(5):
+            sched.set_position(epoch, step)
+            resumed.append(sched.get_last_lr())
+    assert resumed == straight
+    assert all(lrs[1] == pytest.approx(5 * lrs[0]) for lrs in straight)  # lr_mult applies
+
+
+def test_published_schedules_at_epoch_starts():
+    assert [lr_factor(e, "step", 80, [30, 60]) for e in (0, 29, 30, 59, 60, 79)] == pytest.approx(
+        [1, 1, 0.1, 0.1, 0.01, 0.01])
+    assert lr_factor(0, "cos", 50) == 1.0 and lr_factor(25, "cos", 50) == pytest.approx(0.5)
+
+
+def test_resume_with_other_batch_world_size_or_list_is_refused_unless_allowed(data, tmp_path):
+    out = tmp_path / "out"
+    train(data, out, "--epochs", "1")
+    with pytest.raises(CheckpointError, match="batch_size: checkpoint 2, this run 4"):
+        train(data, out, "--resume", "auto", "-b", "4")
+
+    path = out / "ckpt" / "run" / CKPT_NAME
+    ckpt = read_verified_checkpoint(str(path))
+    ckpt.pop("content_sha256")
+    atomic_save({**ckpt, "world_size": 2}, str(path))  # as if written by a 2-process run
+    with pytest.raises(CheckpointError, match="(?s)world_size: checkpoint 2, this run 1.*--allow-resume-change"):
+        train(data, out, "--resume", "auto")
+    atomic_save(ckpt, str(path))
+
+    changed = tmp_path / "changed"
+    shutil.copytree(data, changed)
+    with open(changed / "train_list.txt", "a") as f:
+        f.write("frames/train_000 6 1\n")
+    argv = train_argv(changed, out, "--resume", "auto")
+    with pytest.raises(CheckpointError, match="list_file_sha256: checkpoint"):
+        main.main(get_args_parser().parse_args(argv))
+
+    train(data, out, "--resume", "auto", "-b", "4", "--allow-resume-change")
+    log = (out / "log" / "run" / "log.txt").read_text()
+    assert "--allow-resume-change: batch_size: checkpoint 2, this run 4" in log
+    assert read_verified_checkpoint(str(path))["epoch"] == 2
