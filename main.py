@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 
@@ -39,7 +40,15 @@ from ops.checkpoint_io import (
     save_checkpoint,
     to_plain,
 )
-from ops.dataset import ListFileError, SampleLoadError, TSNDataSet, check_records, parse_list_file
+from ops.dataset import (
+    ListFileError,
+    SampleLoadError,
+    TSNDataSet,
+    VideoRecord,
+    check_records,
+    parse_list_file,
+    parse_list_line,
+)
 from ops.dataset_config import DatasetConfig, get_dataset_config
 from ops.engine import NonFiniteLossError, StepSettings, evaluate, train_one_epoch
 from ops.lr_schedule import EpochLR, build_param_groups
@@ -115,7 +124,8 @@ def check_data(cfg: DatasetConfig, args: argparse.Namespace, report_path: str | 
             records.append(parse_list_file(path, cfg.num_class))
         except ListFileError as err:
             problems.extend(err.problems)
-    if not problems and args.check_data != "off":
+            records.append(_good_records(path, err.problems))
+    if args.check_data != "off":
         for recs in records:
             problems.extend(check_records(recs, cfg.root_path, cfg.image_tmpl, cfg.video,
                                           workers=max(args.workers, 4), check_frames=args.check_data == "full",
@@ -125,6 +135,19 @@ def check_data(cfg: DatasetConfig, args: argparse.Namespace, report_path: str | 
             with open(report_path, "w", encoding="utf-8") as f:
                 f.write("\n".join(problems) + "\n")
         raise DataCheckError(problems, report_path)
+
+
+def _good_records(path: str, problems: list[str]) -> list[VideoRecord]:
+    """The lines of a list file that parse, so that their files are checked in the same report
+    as the bad lines (``problems`` are ``file:line: reason``)."""
+    bad = {int(m.group(1)) for p in problems if (m := re.match(re.escape(path) + r":(\d+):", p))}
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.readlines()
+    except OSError:
+        return []
+    return [VideoRecord(*parse_list_line(line), lineno, path)
+            for lineno, line in enumerate(lines, 1) if line.strip() and lineno not in bad]
 
 
 def build_model(args: argparse.Namespace, num_class: int) -> PAN:
