@@ -289,6 +289,12 @@ def model_overrides(args: argparse.Namespace, num_segments: int | None) -> dict:
     }
 
 
+def video_id(path: str, is_video_file: bool) -> str:
+    """The id a submission file uses: the folder's name, or the video file's name without extension."""
+    name = os.path.basename(path.rstrip("/"))
+    return os.path.splitext(name)[0] if is_video_file else name
+
+
 def default_output_dir(dataset: str) -> str:
     return os.path.join("log", f"eval_{dataset}_{time.strftime('%Y%m%d-%H%M%S')}")
 
@@ -360,7 +366,7 @@ def _run(args: argparse.Namespace, device: torch.device, dist_info) -> dict:
         logger.info("scores, confusion matrix and metrics written to %s", os.path.dirname(paths["scores"]))
         if args.csv_file:
             top_k = args.csv_topk or (5 if cfg.name == "somethingv2" else 1)
-            ids = [os.path.basename(p.rstrip("/")) for p in video_paths]
+            ids = [video_id(p, cfg.video) for p in video_paths]
             write_submission(args.csv_file, submission_rows(fused, ids, categories, top_k))
             logger.info("submission file written to %s (top-%d)", args.csv_file, top_k)
     return metrics.as_dict()

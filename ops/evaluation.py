@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.distributed as dist
-from sklearn.metrics import confusion_matrix
 
 CROP_FUSION_TYPES = ("avg", "max")
 
@@ -78,6 +77,9 @@ def topk_accuracy(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
 
 def class_confusion(predictions: np.ndarray, labels: np.ndarray, num_class: int) -> np.ndarray:
     """``[C, C]`` confusion matrix, rows = true class, columns = predicted (scikit-learn)."""
+    # Imported here: scikit-learn takes seconds to import, and every torchrun worker would pay it.
+    from sklearn.metrics import confusion_matrix
+
     return confusion_matrix(labels, predictions, labels=np.arange(num_class))
 
 
