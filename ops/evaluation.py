@@ -24,6 +24,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ops.checkpoint_io import atomic_write
+
 CROP_FUSION_TYPES = ("avg", "max")
 
 
@@ -225,24 +227,8 @@ def ensemble_predictions(
 # --------------------------------------------------------------------------- outputs
 
 
-def _atomic_write(path: str, write) -> None:
-    """Write ``path`` through ``write(binary file)`` into a temporary sibling, then rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_text_atomic(path: str, text: str) -> None:
-    _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def check_output_dir(path: str) -> None:
@@ -284,7 +270,7 @@ def save_results(
             videos=np.array([video_paths[i] for i in predictions.indices], dtype=str),
         )
 
-    _atomic_write(paths["scores"], write_npz)
+    atomic_write(paths["scores"], write_npz)
     text = io.StringIO()
     np.savetxt(text, confusion, fmt="%d", delimiter=",")
     write_text_atomic(paths["confusion"], text.getvalue())
