@@ -291,6 +291,10 @@ def _train(args: argparse.Namespace, device: torch.device, info: DistInfo) -> di
     run = RunFolder(log_dir, info.is_main, tensorboard=args.tensorboard)
     try:
         return _run(args, device, info, run, model_dir)
+    except EXPECTED_ERRORS as err:
+        logger.error("%s", err)  # into log.txt too, where the run's story is read later
+        err.already_logged = True
+        raise
     finally:
         run.close()
         _close_log_file(log_file)
@@ -464,9 +468,10 @@ def cli(argv: list[str] | None = None) -> int:
     except UsageError as err:
         parser.error(str(err))
     except EXPECTED_ERRORS as err:
-        if not logging.getLogger().handlers:
-            logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-        logger.error("%s", err)
+        if not getattr(err, "already_logged", False):
+            if not logging.getLogger().handlers:
+                logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+            logger.error("%s", err)
         return 1
     return 0
 

@@ -143,6 +143,28 @@ def test_full_disk_fails_clearly_and_keeps_previous_checkpoint(tmp_path):
     assert temp_files(tmp_path) == []
 
 
+def _cli_with_file_size_limit(argv: list[str], limit: int) -> None:
+    torch.set_num_threads(1)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    os._exit(main.cli(argv))
+
+
+def test_full_disk_during_training_stops_with_a_message_and_keeps_previous_checkpoint(tmp_path):
+    data = make_tiny_dataset(tmp_path / "data")
+    argv = train_argv(data, tmp_path)
+    main.main(get_args_parser().parse_args([*argv, "--epochs", "1"]))
+    ckpt = tmp_path / "ckpt" / "run" / CKPT_NAME
+    before = ckpt.read_bytes()
+    child = FORK.Process(target=_cli_with_file_size_limit, args=([*argv, "--resume", "auto"], 4 * 2**20))
+    child.start()
+    child.join()
+    assert child.exitcode == 1  # a message, not a traceback
+    log = (tmp_path / "log" / "run" / "log.txt").read_text()
+    assert "ERROR main: could not write checkpoint" in log and "is intact" in log
+    assert ckpt.read_bytes() == before
+    assert temp_files(ckpt.parent) == []
+
+
 def test_unwritable_output_folder_fails_before_any_data_is_read(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")

@@ -189,3 +189,13 @@ def test_every_flag_has_help_with_its_default_and_booleans_turn_off():
     assert "PER PROCESS" in text and "(default: imagenet)" in text
     for flag in ("--no-VAP", "--no-shift", "--no-amp", "--no-deterministic", "--no-compile", "--no-tensorboard"):
         assert flag in text
+
+
+def test_cli_ends_expected_failures_with_a_message_and_status(data, tmp_path, capsys):
+    argv = train_argv(data, tmp_path, "--train_list", str(tmp_path / "missing.txt"))
+    assert main.cli(argv) == 1
+    err = capsys.readouterr().err
+    assert "ERROR main: 1 problem(s) in the data lists" in err and "missing.txt" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as exit_info:
+        main.cli(train_argv(data, tmp_path, "--batch-size", "0"))
+    assert exit_info.value.code == 2 and "--batch-size must be >= 1" in capsys.readouterr().err
