@@ -22,11 +22,20 @@ class UsageError(ValueError):
     """Arguments that cannot work together; the message names the flags."""
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends ``(default: X)`` unless the help text already explains its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Train PAN (Lite / RGB / PA) on a video dataset. One process: `python main.py ...`; "
         "several: `torchrun --nproc_per_node=N main.py ...` (--batch-size is per process).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
         add_help=add_help,
     )
     on_off = argparse.BooleanOptionalAction
@@ -37,14 +46,14 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("modality", choices=list(MODALITIES), help="input modality: RGB frames, PA maps, or Lite (RGB + PA)")
     g.add_argument("--root_path", default=None, help="data root; default: $PAN_DATA_ROOT/<dataset> "
                    "(see ops/dataset_config.py)")
-    g.add_argument("--train_list", default=None, help="training list file, overriding the registry's")
-    g.add_argument("--val_list", default=None, help="validation list file, overriding the registry's")
-    g.add_argument("--num_class", type=int, default=None, help="class count, overriding the registry's "
-                   "(required for a custom dataset)")
-    g.add_argument("--image_tmpl", default=None, help="frame file name template, overriding the registry's")
+    g.add_argument("--train_list", default=None, help="training list file (default: the registry's)")
+    g.add_argument("--val_list", default=None, help="validation list file (default: the registry's)")
+    g.add_argument("--num_class", type=int, default=None, help="class count (default: the registry's; "
+                   "required for a custom dataset)")
+    g.add_argument("--image_tmpl", default=None, help="frame file name template (default: the registry's)")
     g.add_argument("--video", action=on_off, default=None, help="list paths are video files instead of frame "
                    "folders (default: the registry's choice)")
-    g.add_argument("--lmdb", default=None, help="read frames from this LMDB store (tools of ops/lmdb_store.py)")
+    g.add_argument("--lmdb", default=None, help="read frames from this LMDB store (ops/lmdb_store.py; default: frame files)")
     g.add_argument("--dense_sample", action=on_off, default=False, help="I3D-style dense sampling of a 64-frame window")
     g.add_argument("--crop_size", type=int, default=224, help="training/validation crop size in pixels")
     g.add_argument("--scale_size", type=int, default=None, help="validation resize of the shorter side; "
@@ -71,13 +80,13 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--pretrain", default="imagenet", help="backbone initialisation: imagenet (torchvision's "
                    "file in the torch cache; nothing is downloaded), a .pth path, or none (random)")
     g.add_argument("--tune_from", default=None, help="start from another run's checkpoint (e.g. Kinetics); "
-                   "the classifier is left out when the class count differs")
+                   "the classifier is left out when the class count differs (default: none)")
     g.add_argument("--fc_lr5", action=on_off, default=None, help="5x/10x learning rate for the classifier's "
                    "weights/biases; default as published: on unless --tune_from names this dataset's checkpoint")
     g.add_argument("--no_partialbn", "--npb", dest="no_partialbn", action="store_true", default=True,
                    help="train every BatchNorm (the default, as the released models were trained)")
     g.add_argument("--partialbn", dest="no_partialbn", action="store_false",
-                   help="freeze every BatchNorm but the first (TSN's partial BN)")
+                   help="freeze every BatchNorm but the first (TSN's partial BN; off by default)")
     g.add_argument("--freeze-bn", dest="freeze_bn", action=on_off, default=False,
                    help="keep every BatchNorm in eval mode (running statistics; affine parameters still learn)")
     g.add_argument("--sync_bn", action=on_off, default=False, help="SyncBatchNorm across processes (CUDA only)")
@@ -118,12 +127,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--root_model", default="checkpoint", help="parent of the checkpoint folder")
     g.add_argument("--store_name", default=None, help="run name; default PAN_<modality>_<dataset>_<arch>"
                    "[_shift8_blockres]_<consensus>_segment<T>_e<epochs>[_dense][_<suffix>], as published")
-    g.add_argument("--suffix", default=None, help="appended to the default store_name")
+    g.add_argument("--suffix", default=None, help="appended to the default store_name (default: none)")
     g.add_argument("--tensorboard", action=on_off, default=True, help="write tensorboardX scalars")
 
     g = p.add_argument_group("checkpoints and reliability")
     g.add_argument("--resume", default="", help=f"checkpoint to continue from; '{RESUME_AUTO}' = this run's "
-                   "latest (falling back to the previous one if corrupt; a fresh start if none)")
+                   "latest (falling back to the previous one if corrupt; a fresh start if none); default: none")
     g.add_argument("-e", "--evaluate", action="store_true", help="only validate the --resume/--tune_from model")
     g.add_argument("--start-epoch", dest="start_epoch", type=int, default=0,
                    help="first epoch when not resuming (the checkpoint's epoch wins when resuming)")
