@@ -372,6 +372,8 @@ class _CompiledWithFallback(nn.Module):
 
     Compilation happens at the first call, so that is where a missing
     compiler or an unsupported operation shows up; the warning names the error.
+    Inductor's *freezing* is on for every call: the weights are constants at
+    inference, so it folds BatchNorm and pre-packs convolution weights.
     """
 
     def __init__(self, model: nn.Module, mode: str | None) -> None:
@@ -383,7 +385,10 @@ class _CompiledWithFallback(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.failed is None:
             try:
-                return self.compiled(x)
+                import torch._inductor.config as inductor_config
+
+                with inductor_config.patch(freezing=True):
+                    return self.compiled(x)
             except Exception as err:  # noqa: BLE001 -- any compiler failure means "run eager"
                 self.failed = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
                 logger.warning("torch.compile failed (%s); running the model without compiling", self.failed)

@@ -11,7 +11,7 @@ from torch import nn
 
 from ops import inference
 from ops.inference import InferenceOptions, fuse_conv_bn, prepare_model, run_batch
-from tests.test_eval_helpers import one_thread, tiny_model  # noqa: F401 -- autouse fixture
+from tests.test_eval_helpers import make_dataset, one_thread, save_ours, tiny_model  # noqa: F401 -- autouse fixture
 
 CPU = torch.device("cpu")
 
@@ -132,3 +132,18 @@ def test_bench_tool_runs_and_reports_the_ratio(capsys):
     out = capsys.readouterr().out
     assert "fp32" in out and "channels_last+fuse_bn" in out and "x" in out
     assert "max |logit - fp32| channels_last+fuse_bn" in out
+
+
+def test_bench_tool_measures_top1_agreement_with_a_checkpoint(lite, tmp_path, capsys):
+    from tools import bench_inference
+
+    root = make_dataset(tmp_path / "data", 3)
+    ckpt = save_ours(tmp_path / "lite.pth.tar", lite)
+    args = bench_inference.get_args_parser().parse_args(
+        ["--weights", str(ckpt), "--dataset", "something", "--root_path", str(root), "--val_list", "val.txt",
+         "--input_size", "32", "--repeats", "1", "--warmup", "0", "--variant", "fuse_bn,channels_last", "-j", "0"]
+    )
+    bench_inference.main(args)
+    out = capsys.readouterr().out
+    assert "top-1 agreement with fp32 over 3 videos" in out
+    assert "channels_last+fuse_bn" in out and "agreement 100.00%" in out

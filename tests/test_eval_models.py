@@ -195,3 +195,11 @@ def test_max_num_evaluates_the_first_videos_only(setup, tmp_path):
 def test_published_flags_parse(setup, tmp_path):
     args = eval_args(setup[0], setup[2]["RGB"], tmp_path, "--gpus", "0", "1", "--no-VAP", "--softmax")
     assert args.gpus == [0, 1] and args.VAP is False and args.softmax
+
+
+def test_unwritable_output_folder_stops_before_any_model_or_data_is_loaded(setup, tmp_path):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("")
+    missing_weights = tmp_path / "never_read.pth.tar"  # would fail later if reached
+    with pytest.raises(OSError, match=f"output folder {blocker}/out is not writable"):
+        run_eval(setup[0], missing_weights, blocker / "out")
