@@ -28,7 +28,13 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ops.bad_samples import BadSampleMonitor, SubstitutingDataset, TooManyBadSamples, collate_with_reports
+from ops.bad_samples import (
+    BadSampleMonitor,
+    StrictDataset,
+    SubstitutingDataset,
+    TooManyBadSamples,
+    collate_with_reports,
+)
 from ops.checkpoint import CheckpointError, compare_state_dicts, load_model_weights, strip_prefix
 from ops.checkpoint_io import (
     FORMAT_VERSION,
@@ -385,8 +391,9 @@ def _run(args: argparse.Namespace, device: torch.device, info: DistInfo, run: Ru
         except Exception as err:  # an unsupported platform; training works without it
             logger.warning("--compile failed (%s: %s); continuing without torch.compile", type(err).__name__, err)
     criterion = nn.CrossEntropyLoss().to(device)
-    val_loader = DataLoader(val_set, batch_size=args.batch_size, sampler=ShardSampler(len(val_set), info.world_size,
-                            info.rank), num_workers=args.workers, pin_memory=device.type == "cuda")
+    val_loader = DataLoader(StrictDataset(val_set), batch_size=args.batch_size,
+                            sampler=ShardSampler(len(val_set), info.world_size, info.rank),
+                            num_workers=args.workers, pin_memory=device.type == "cuda")
 
     def validate(epoch: int) -> dict:
         metrics = evaluate(model, criterion, val_loader, device, amp=args.amp, channels_last=args.channels_last,
@@ -448,8 +455,8 @@ def _run(args: argparse.Namespace, device: torch.device, info: DistInfo, run: Ru
         if (epoch + 1) % args.eval_freq == 0 or epoch + 1 == args.epochs:
             try:
                 last = validate(epoch)
-            except SampleLoadError:
-                save(epoch + 1, 0)  # the epoch's training is kept; the bad validation file is named
+            except Exception:
+                save(epoch + 1, 0)  # whatever stopped validation, the epoch's training is kept
                 raise
             is_best = last["top1"] > best_prec1
             best_prec1 = max(best_prec1, last["top1"])

@@ -25,8 +25,54 @@ from torch.utils.data import Dataset, default_collate
 from ops.dataset import SampleLoadError
 
 
+def _worker_message(cls: type, message: str) -> str:
+    """The original message of an exception that a DataLoader worker raised.
+
+    The DataLoader re-raises a worker's exception in the main process as
+    ``type(f"Caught X in DataLoader worker ...\nOriginal Traceback ...\nX: message")``;
+    this keeps the part after the last ``X: ``.
+    """
+    marker = f"{cls.__name__}: "
+    if message.startswith("Caught ") and marker in message:
+        return message.rsplit(marker, 1)[1].rstrip()
+    return message
+
+
 class TooManyBadSamples(RuntimeError):
     """The bad-data thresholds were crossed; the message says which and how to change them."""
+
+    def __init__(self, message: str):
+        super().__init__(_worker_message(TooManyBadSamples, message))
+
+
+class StrictSampleError(SampleLoadError):
+    """A :class:`SampleLoadError` that keeps its message when raised in a DataLoader worker.
+
+    (``SampleLoadError(path, reason)`` cannot be rebuilt from one message, so
+    the DataLoader would turn it into a plain ``RuntimeError``.)
+    """
+
+    def __init__(self, path: str, reason: str | None = None):
+        if reason is None:  # rebuilt by the DataLoader from the worker's message
+            path, _, reason = _worker_message(StrictSampleError, path).partition(": ")
+        super().__init__(path, reason)
+
+
+class StrictDataset(Dataset):
+    """Wraps an evaluation dataset: a sample that fails to load stops the run naming its file
+    (no substitution), also when loaded in a worker process."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        try:
+            return self.dataset[index]
+        except SampleLoadError as err:
+            raise StrictSampleError(err.path, err.reason) from None
 
 
 @dataclass(frozen=True)
