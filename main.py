@@ -35,7 +35,7 @@ from ops.bad_samples import (
     TooManyBadSamples,
     collate_with_reports,
 )
-from ops.checkpoint import CheckpointError, compare_state_dicts, load_model_weights, strip_prefix
+from ops.checkpoint import CheckpointError, load_model_weights, strip_prefix
 from ops.checkpoint_io import (
     FORMAT_VERSION,
     capture_rng_state,

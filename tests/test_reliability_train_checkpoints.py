@@ -32,17 +32,15 @@ from ops.checkpoint_io import (
 from ops.models import PAN
 from ops.run_folder import OutputFolderError
 from ops.train_args import get_args_parser
-from tests.test_train_support import REPO, make_tiny_dataset, train_argv
+from tests.test_train_support import (  # noqa: F401 (one_thread: an autouse fixture)
+    REPO,
+    make_tiny_dataset,
+    one_thread,
+    train_argv,
+)
 
 FORK = mp.get_context("fork")
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def big_state(version: int, mib: int = 16) -> dict:

@@ -16,20 +16,13 @@ from ops.bad_samples import BadSampleMonitor, SubstitutingDataset, TooManyBadSam
 from ops.checkpoint_io import CKPT_NAME, non_finite_entries, read_verified_checkpoint
 from ops.dataset import SampleLoadError
 from ops.engine import NonFiniteLossError
-from ops.train_args import get_args_parser
-from tests.test_train_support import make_tiny_dataset, train_argv
+from tests.test_train_support import (  # noqa: F401 (one_thread: an autouse fixture)
+    make_tiny_dataset,
+    one_thread,
+    train,
+)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def train(data: Path, out: Path, *extra: str) -> dict:
-    return main.main(get_args_parser().parse_args(train_argv(data, out, *extra)))
 
 
 def test_bad_lists_stop_the_run_before_training_listing_every_file_line(tmp_path):

@@ -22,26 +22,23 @@ from ops.checkpoint import CheckpointError
 from ops.checkpoint_io import CKPT_NAME, atomic_save, read_verified_checkpoint
 from ops.lr_schedule import EpochLR, lr_factor
 from ops.train_args import get_args_parser
-from tests.test_train_support import make_tiny_dataset, read_steps, state_dict_of, train_argv
+from tests.test_train_support import (  # noqa: F401 (one_thread: an autouse fixture)
+    make_tiny_dataset,
+    one_thread,
+    read_steps,
+    state_dict_of,
+    train,
+    train_argv,
+)
 
 FORK = mp.get_context("fork")
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     return make_tiny_dataset(tmp_path_factory.mktemp("tiny"), n_train=12)  # 6 steps per epoch
 
-
-def train(data: Path, out: Path, *extra: str) -> dict:
-    return main.main(get_args_parser().parse_args(train_argv(data, out, *extra)))
 
 
 def _train_in_child(data: Path, out: Path, extra: tuple[str, ...]) -> None:

@@ -17,7 +17,14 @@ import main
 from ops.checkpoint import CheckpointError
 from ops.checkpoint_io import verify_checkpoint
 from ops.train_args import UsageError, default_store_name, get_args_parser
-from tests.test_train_support import make_tiny_dataset, read_steps, state_dict_of, train_argv
+from tests.test_train_support import (  # noqa: F401 (one_thread: an autouse fixture)
+    make_tiny_dataset,
+    one_thread,
+    read_steps,
+    state_dict_of,
+    train,
+    train_argv,
+)
 
 
 @pytest.fixture(scope="module")
@@ -25,16 +32,6 @@ def data(tmp_path_factory) -> Path:
     return make_tiny_dataset(tmp_path_factory.mktemp("tiny"))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def train(data: Path, out: Path, *extra: str, **kw) -> dict:
-    return main.main(get_args_parser().parse_args(train_argv(data, out, *extra, **kw)))
 
 
 PLAIN = (bool, int, float, str, type(None))

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -71,3 +72,22 @@ def read_steps(run_dir: Path) -> dict[tuple[int, int], tuple[float, float]]:
 
 def state_dict_of(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread per test (import it into a test module to apply it there): the suite shares
+    two cores, and the exact-resume comparisons need the same thread count in every run."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def train(data: Path, out: Path, *extra: str, modality: str = "RGB", num_class: int = 3) -> dict:
+    """``main.main`` in this process with :func:`train_argv`'s command line plus ``extra``."""
+    import main
+    from ops.train_args import get_args_parser
+
+    return main.main(get_args_parser().parse_args(train_argv(data, out, *extra, modality=modality,
+                                                              num_class=num_class)))
