@@ -154,7 +154,8 @@ def describe_state_dict(state_dict: dict[str, torch.Tensor]) -> dict:
     keys = list(sd)
     info: dict = {k: None for k in ("modality", "arch", "num_class", "num_segments", "data_length")}
 
-    conv1 = sd.get("base_model.conv1.weight")
+    # ResNets name their first conv conv1; MobileNetV2 keeps it in its first feature block.
+    conv1 = sd.get("base_model.conv1.weight", sd.get("base_model.features.0.0.weight"))
     if "PA.shallow_conv.weight" in sd:
         in_ch = conv1.shape[1] if conv1 is not None else None
         info["modality"] = "Lite" if in_ch is not None and in_ch > 3 else "PA"

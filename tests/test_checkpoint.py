@@ -101,3 +101,11 @@ def test_missing_empty_truncated_and_unsafe_files_are_refused(tmp_path):
     with pytest.raises(CheckpointError, match="refused"):
         read_checkpoint(str(tmp_path / "evil.pth"))
     assert not marker.exists()
+
+
+def test_describe_state_dict_tells_lite_from_pa_on_mobilenet_v2():
+    lite = PAN(**released_model_kwargs("Lite", "mobilenet_v2", num_class=5))
+    pa = PAN(**released_model_kwargs("PA", "mobilenet_v2", num_class=5))
+    assert describe_state_dict(lite.state_dict())["modality"] == "Lite"
+    assert describe_state_dict(pa.state_dict())["modality"] == "PA"
+    assert describe_state_dict(lite.state_dict())["arch"] == "mobilenet_v2"
