@@ -11,7 +11,11 @@ Times, on the same random frames and the same 7x7 weights (one clip of
   the conv on the ``m - 1`` frame differences, then a norm over the channels;
 * ``fast``: :func:`ops.pa_fast.pa_maps_fast` (what ``PA`` runs): channels-last
   differences, ``eps`` as the conv bias, a contiguous norm, a custom backward;
-* ``compiled`` (with ``--compile``): ``torch.compile`` of ``diffconv``.
+* ``compiled`` (with ``--compile``): ``torch.compile`` of ``diffconv``;
+* with ``--ideas``, two ideas that were measured and not kept: ``nchw-fused``
+  (the fast path's steps without channels-last: what the layout alone buys) and
+  ``unfold`` (the conv as an explicit ``[147]``-patch matrix product, i.e. the
+  Gram / quadratic-form family: ``||W d||`` per 7x7x3 patch ``d``).
 
 Forward runs under ``torch.no_grad``; forward+backward back-propagates a
 ``sum()`` of the maps into the conv weight (the frames are data and need no
@@ -40,6 +44,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -73,6 +78,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=False,
         help="add torch.compile of the straightforward version (default off: compiling takes a while)",
     )
+    p.add_argument(
+        "--ideas",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="add the measured-and-rejected variants nchw-fused and unfold (default off; unfold needs ~1 GB at 224²)",
+    )
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -90,6 +101,24 @@ def published_pa(frames: torch.Tensor, conv: nn.Conv2d, n_length: int) -> torch.
         distance = torch.norm(features[:, i] - features[:, i + 1] + 1e-6, p=2, dim=1)
         maps.append(distance.unsqueeze(1))
     return torch.cat(maps, dim=1).view(-1, n_length - 1, height, width)
+
+
+def nchw_fused_pa(frames: torch.Tensor, weight: torch.Tensor, n_length: int) -> torch.Tensor:
+    """The fast path's arithmetic (differences, eps as bias) in the default NCHW layout."""
+    grouped = frames.reshape(-1, n_length, *frames.shape[1:])
+    diffs = (grouped[:, :-1] - grouped[:, 1:]).flatten(0, 1)
+    bias = torch.full((weight.shape[0],), PA_EPS, dtype=weight.dtype, device=weight.device)
+    features = F.conv2d(diffs, weight, bias, padding=weight.shape[-1] // 2)
+    return torch.linalg.vector_norm(features, dim=1).view(-1, n_length - 1, *frames.shape[-2:])
+
+
+def unfold_pa(frames: torch.Tensor, weight: torch.Tensor, n_length: int) -> torch.Tensor:
+    """The conv as a matrix product over explicit ``C*k*k`` patches of the differences."""
+    grouped = frames.reshape(-1, n_length, *frames.shape[1:])
+    diffs = (grouped[:, :-1] - grouped[:, 1:]).flatten(0, 1)
+    patches = F.unfold(diffs, weight.shape[-1], padding=weight.shape[-1] // 2)  # [B, C*k*k, H*W]
+    features = torch.matmul(weight.flatten(1), patches) + PA_EPS  # [B, C', H*W]
+    return torch.linalg.vector_norm(features, dim=1).view(-1, n_length - 1, *frames.shape[-2:])
 
 
 def machine_description(device: torch.device) -> str:
@@ -140,7 +169,9 @@ def interleaved_medians(
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def _variants(conv: nn.Conv2d, n_length: int, compile_: bool) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+def _variants(
+    conv: nn.Conv2d, n_length: int, compile_: bool, ideas: bool
+) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
     weight = conv.weight
     variants = {
         "published": lambda x: published_pa(x, conv, n_length),
@@ -150,6 +181,9 @@ def _variants(conv: nn.Conv2d, n_length: int, compile_: bool) -> dict[str, Calla
     if compile_:
         compiled = torch.compile(pa_maps, dynamic=False)
         variants["compiled"] = lambda x: compiled(x, weight, n_length)
+    if ideas:
+        variants["nchw-fused"] = lambda x: nchw_fused_pa(x, weight, n_length)
+        variants["unfold"] = lambda x: unfold_pa(x, weight, n_length)
     return variants
 
 
@@ -162,7 +196,7 @@ def main(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     n_frames = args.clips * args.segments * args.length
     frames = torch.randn(n_frames, 3, args.size, args.size, device=device)
     conv = nn.Conv2d(3, 8, kernel_size=7, padding=3).to(device)
-    variants = _variants(conv, args.length, args.compile)
+    variants = _variants(conv, args.length, args.compile, args.ideas)
 
     with torch.no_grad():
         expected = variants["published"](frames)
