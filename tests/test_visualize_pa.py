@@ -12,7 +12,6 @@ import pytest
 import torch
 from PIL import Image
 
-from ops.PAN_modules import PA
 from tests.test_demo import SIZE, save_random_checkpoint, write_clip
 from tools import visualize_pa as viz
 
@@ -38,9 +37,8 @@ def moving_square(num_frames: int = 4, size: int = 32, step: int = 3) -> tuple[l
 
 
 def test_fresh_pa_lights_up_the_moving_boundary_and_not_the_static_background():
-    torch.manual_seed(0)
     frames, changed = moving_square()
-    maps = viz.compute_pa_maps(PA(4).eval(), frames)
+    maps = viz.compute_pa_maps(viz.fresh_pa(4, seed=0), frames)
     assert maps.shape == (1, 3, 32, 32)
     # Pixels further than the 7x7 kernel's reach (3 px) from any change see identical inputs.
     near = torch.nn.functional.max_pool2d(torch.from_numpy(changed)[None, None].float(), 7, 1, 3)[0, 0].numpy() > 0
@@ -70,18 +68,32 @@ def test_writes_a_png_with_one_row_per_segment_of_frames_then_maps(tmp_path, cli
     assert [p.name for p in out.parent.iterdir()] == ["pa.png"]  # no temporary file left behind
 
 
-def test_uses_the_pa_of_a_lite_checkpoint_and_refuses_an_rgb_one(tmp_path, clip):
+def test_draws_a_checkpoints_trained_pa_beside_the_untrained_one(tmp_path, clip):
     lite = save_random_checkpoint(tmp_path / "lite.pth.tar", seed=1)
-    pa, description = viz.load_pa(str(lite), 4, seed=0)
+    pa, name = viz.trained_pa(str(lite))
     checkpoint = torch.load(lite, weights_only=True)
     assert torch.equal(pa.shallow_conv.weight, checkpoint["state_dict"]["PA.shallow_conv.weight"])
-    assert "lite.pth.tar" in description and "Lite" in description
-    viz.visualize(str(clip["frames"]), str(tmp_path / "trained.png"), weights=str(lite), segments=2)
-    assert (tmp_path / "trained.png").is_file()
+    assert "lite.pth.tar" in name and "Lite" in name
+    image = viz.visualize(str(clip["frames"]), str(tmp_path / "both.png"), weights=str(lite), segments=2, scale=1)
+    assert image.size == viz.GridLayout(rows=2, frames=4, maps=3, tile_w=SIZE, tile_h=SIZE, groups=2).size
+    alone = viz.visualize(str(clip["frames"]), str(tmp_path / "trained.png"), weights=str(lite), segments=2,
+                          scale=1, untrained=False)
+    assert alone.size == viz.GridLayout(rows=2, frames=4, maps=3, tile_w=SIZE, tile_h=SIZE, groups=1).size
 
+
+def test_an_rgb_checkpoint_has_no_pa_to_draw(tmp_path):
     rgb = save_random_checkpoint(tmp_path / "rgb.pth.tar", modality="RGB")
     with pytest.raises(viz.DemoError, match="RGB model: it has no PA"):
-        viz.load_pa(str(rgb), 4, seed=0)
+        viz.trained_pa(str(rgb))
+
+
+def test_fresh_pa_is_reproducible_from_its_seed_and_leaves_the_global_generator_alone():
+    state = torch.random.get_rng_state()
+    a, b, c = viz.fresh_pa(4, seed=3), viz.fresh_pa(4, seed=3), viz.fresh_pa(4, seed=4)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert torch.equal(a.shallow_conv.weight, b.shallow_conv.weight)
+    assert not torch.equal(a.shallow_conv.weight, c.shallow_conv.weight)
+    assert a.shallow_conv.weight.std().item() == pytest.approx(0.001, rel=0.2)
 
 
 def test_bad_input_leaves_no_picture(tmp_path, capsys):

@@ -13,9 +13,9 @@ stays dark on static background.
     python tools/visualize_pa.py data/synthetic/frames/video_000600 \\
         --weights runs/quickstart/checkpoints/pan_lite/ckpt.best.pth.tar --out pa_trained.png
 
-Without ``--weights`` the PA is freshly initialised as in training
-(``N(0, 0.001)`` weights, seeded by ``--seed``); with it, the PA of a PA or
-Lite checkpoint is used.
+The maps of a fresh PA, initialised as in training (``N(0, 0.001)`` weights,
+seeded by ``--seed``), are always drawn (unless ``--no-untrained``); with
+``--weights`` those of a trained PA or Lite checkpoint are drawn beside them.
 """
 
 from __future__ import annotations
@@ -103,48 +103,62 @@ def compute_pa_maps(pa: PA, frames: list[np.ndarray]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class GridLayout:
-    """Geometry of the picture: ``rows`` segments of ``frames`` RGB tiles then ``maps`` PA tiles."""
+    """Geometry of the picture: ``rows`` segments of ``frames`` RGB tiles, then ``groups`` x ``maps`` PA tiles.
+
+    Above the rows: a title line and a line naming each group of columns;
+    above every tile, its label. A wider gap separates the groups.
+    """
 
     rows: int
     frames: int
     maps: int
     tile_w: int
     tile_h: int
+    groups: int = 1
 
     @property
     def columns(self) -> int:
-        return self.frames + self.maps
+        return self.frames + self.groups * self.maps
 
     @property
     def size(self) -> tuple[int, int]:
-        """``(width, height)`` in pixels; an extra gap separates the frames from the maps."""
-        width = self.columns * (self.tile_w + GAP) + 2 * GAP
-        height = LABEL_HEIGHT + self.rows * (self.tile_h + LABEL_HEIGHT + GAP) + GAP
+        """``(width, height)`` in pixels."""
+        width = self.columns * (self.tile_w + GAP) + (self.groups + 1) * GAP
+        height = 2 * LABEL_HEIGHT + self.rows * (self.tile_h + LABEL_HEIGHT + GAP) + GAP
         return width, height
+
+    def group_of(self, column: int) -> int:
+        """0 for the frames, ``g + 1`` for the columns of map group ``g``."""
+        return 0 if column < self.frames else 1 + (column - self.frames) // self.maps
 
     def origin(self, row: int, column: int) -> tuple[int, int]:
         """Top-left pixel of a tile."""
-        x = GAP + column * (self.tile_w + GAP) + (GAP if column >= self.frames else 0)
-        y = LABEL_HEIGHT + row * (self.tile_h + LABEL_HEIGHT + GAP) + LABEL_HEIGHT
+        x = GAP + column * (self.tile_w + GAP) + GAP * self.group_of(column)
+        y = 2 * LABEL_HEIGHT + row * (self.tile_h + LABEL_HEIGHT + GAP) + LABEL_HEIGHT
         return x, y
 
 
-def render_grid(frames: list[np.ndarray], maps: np.ndarray, frame_numbers: list[int], scale: int, title: str) -> Image.Image:
-    """The picture: per segment, its ``m`` frames (nearest-neighbour enlarged ``scale`` times) and PA maps.
+def render_grid(frames: list[np.ndarray], groups: list[tuple[str, np.ndarray]], frame_numbers: list[int],
+                scale: int, title: str) -> Image.Image:
+    """The picture: per segment, its ``m`` frames (nearest-neighbour enlarged ``scale`` times), then
+    the PA maps of every group (e.g. untrained and trained PA) side by side.
 
     Args:
         frames: ``S * m`` uint8 frames ``[H, W, 3]``.
-        maps: ``[S, m - 1, H, W]`` raw PA maps (normalised here, one by one).
+        groups: ``(name, maps)`` with raw PA maps ``[S, m - 1, H, W]`` (normalised here, one by one).
         frame_numbers: the 1-based number of each frame in its video, for the labels.
         scale: integer enlargement of every tile.
         title: first line of the picture.
     """
-    segments, num_maps, height, width = maps.shape
+    segments, num_maps, height, width = groups[0][1].shape
     m = num_maps + 1
-    layout = GridLayout(segments, m, num_maps, width * scale, height * scale)
+    layout = GridLayout(segments, m, num_maps, width * scale, height * scale, len(groups))
     canvas = Image.new("RGB", layout.size, BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     draw.text((GAP, 1), title, fill=TEXT)
+    for g, name in enumerate(["frames"] + [name for name, _ in groups]):
+        x, _ = layout.origin(0, 0 if g == 0 else m + (g - 1) * num_maps)
+        draw.text((x, LABEL_HEIGHT + 1), name, fill=TEXT)
 
     def paste(tile: np.ndarray, row: int, column: int, label: str) -> None:
         image = Image.fromarray(tile).resize((layout.tile_w, layout.tile_h), Image.NEAREST)
@@ -156,8 +170,10 @@ def render_grid(frames: list[np.ndarray], maps: np.ndarray, frame_numbers: list[
         numbers = frame_numbers[s * m:(s + 1) * m]
         for j in range(m):
             paste(frames[s * m + j], s, j, f"frame {numbers[j]}")
-        for j in range(num_maps):
-            paste(colorize(normalize_for_display(maps[s, j])), s, m + j, f"PA {numbers[j]}-{numbers[j + 1]}")
+        for g, (_, maps) in enumerate(groups):
+            for j in range(num_maps):
+                tile = colorize(normalize_for_display(maps[s, j]))
+                paste(tile, s, m + g * num_maps + j, f"PA {numbers[j]}-{numbers[j + 1]}")
     return canvas
 
 
@@ -176,15 +192,19 @@ def save_png_atomic(image: Image.Image, path: str) -> None:
         raise
 
 
-def load_pa(weights: str | None, data_length: int, seed: int) -> tuple[PA, str]:
-    """The PA of a PA/Lite checkpoint, or a fresh one initialised as in training; and a description."""
-    if weights is None:
+def fresh_pa(data_length: int, seed: int) -> PA:
+    """A PA initialised as in training (``N(0, 0.001)`` weights), reproducibly from ``seed``."""
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return PA(data_length).eval(), f"untrained PA (N(0, 0.001) weights, seed {seed})"
+        return PA(data_length).eval()
+
+
+def trained_pa(weights: str) -> tuple[PA, str]:
+    """The PA of a PA or Lite checkpoint and a name for it; an RGB checkpoint is refused."""
     model, resolved, _ = load_checkpoint_model(weights)
     if not hasattr(model, "PA"):
         raise DemoError(f"checkpoint {weights} is a {resolved.config['modality']} model: it has no PA to draw")
-    return model.PA.eval(), f"PA of {os.path.basename(weights)} ({resolved.config['modality']})"
+    return model.PA.eval(), f"trained PA: {os.path.basename(weights)} ({resolved.config['modality']})"
 
 
 def visualize(
@@ -196,19 +216,29 @@ def visualize(
     seed: int = 0,
     scale: int | None = None,
     image_tmpl: str = DEFAULT_IMAGE_TMPL,
+    untrained: bool = True,
 ) -> Image.Image:
     """Write the PNG grid of ``segments`` segments of the video or frame folder ``path`` to ``out``.
 
-    ``scale`` (default: enough to make tiles at least 96 pixels high) enlarges every tile.
-    Returns the picture written.
+    The maps of a fresh PA (``untrained``) and of the checkpoint's PA (``weights``) are drawn side
+    by side; at least one of them is needed. ``scale`` (default: enough to make tiles at least 96
+    pixels high) enlarges every tile. Returns the picture written.
     """
-    pa, description = load_pa(weights, data_length, seed)
-    clip = decode_clip(path, segments, pa.n_length, 1, image_tmpl)
-    maps = compute_pa_maps(pa, clip.frames)
+    pas: list[tuple[str, PA]] = []
+    if weights is not None:
+        pa, name = trained_pa(weights)
+        pas.append((name, pa))
+        data_length = pa.n_length
+    if untrained:
+        pas.insert(0, (f"untrained PA (N(0, 0.001), seed {seed})", fresh_pa(data_length, seed)))
+    if not pas:
+        raise DemoError("nothing to draw: give --weights or keep --untrained")
+    clip = decode_clip(path, segments, data_length, 1, image_tmpl)
+    groups = [(name, compute_pa_maps(pa, clip.frames)) for name, pa in pas]
     height = clip.frames[0].shape[0]
     scale = scale or max(1, -(-96 // height))
-    title = f"{os.path.basename(os.path.normpath(path))}: {description}; each map scaled to its own range"
-    image = render_grid(clip.frames, maps, [int(n) for n in clip.numbers], scale, title)
+    title = f"{path}: {segments} segments of {data_length} frames; each PA map scaled to its own range"
+    image = render_grid(clip.frames, groups, [int(n) for n in clip.numbers], scale, title)
     save_png_atomic(image, out)
     return image
 
@@ -218,7 +248,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("input", help="a video file (any format PyAV reads) or a folder of frames")
     parser.add_argument("--out", required=True, help="PNG file to write (its folder is created)")
     parser.add_argument("--weights", default=None,
-                        help="PA or Lite checkpoint whose trained PA to use (default: a fresh PA)")
+                        help="PA or Lite checkpoint whose trained PA to draw (default: none, only a fresh PA)")
+    parser.add_argument("--untrained", action=argparse.BooleanOptionalAction, default=True,
+                        help="also draw the maps of a fresh, untrained PA (default: on)")
     parser.add_argument("--segments", type=int, default=4, help="rows of the grid, evenly spread (default: 4)")
     parser.add_argument("--data_length", type=int, default=DEFAULT_PA_LENGTH,
                         help="frames per segment m of a fresh PA (default: 4, as in the paper); "
@@ -238,7 +270,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     try:
         image = visualize(args.input, args.out, args.weights, args.segments, args.data_length, args.seed,
-                          args.scale, args.image_tmpl)
+                          args.scale, args.image_tmpl, args.untrained)
     except (DemoError, CheckpointError, FileNotFoundError, SampleLoadError, VideoReadError, ValueError) as e:
         logger.error("%s", e)
         return 2

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The comparison that makes the paper's point on the synthetic mirror-pair dataset:
+# TSN (RGB, no shift, average consensus), TSM (RGB + temporal shift), PAN PA, PAN Lite, and
+# PAN Full (the RGB stream and the PA stream fused by test_models.py), all with the same
+# backbone (resnet18 from scratch), data, training budget and seed as scripts/quickstart.sh.
+# Writes a Markdown table (top-1, mirror-pair accuracy, direction accuracy within the pair)
+# to <out>/results.md. A frame-level model (TSN) cannot tell the two classes of a pair apart:
+# expect about 50% direction accuracy for it, and far more for the temporal models.
+#
+#   bash scripts/compare.sh          # about 4x the quickstart's training time, plus evaluations
+#
+# Environment (all optional):
+#   PAN_COMPARE_OUT     output folder (default: runs/compare)
+#   PAN_COMPARE_DATA    dataset folder (default: data/synthetic, generated if missing)
+#   PAN_COMPARE_DEVICE  cpu, cuda or auto (default: auto)
+# Running it again resumes unfinished trainings and skips finished ones.
+set -eo pipefail
+caller_dir="$PWD"
+source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
+
+absolute() { case "$1" in /*) echo "$1" ;; *) echo "$caller_dir/$1" ;; esac; }
+out="$(absolute "${PAN_COMPARE_OUT:-runs/compare}")"
+data="$(absolute "${PAN_COMPARE_DATA:-data/synthetic}")"
+device="${PAN_COMPARE_DEVICE:-auto}"
+workers=$(( $(nproc) / 2 )); [ "$workers" -ge 1 ] || workers=1
+# The quickstart's full configuration: keep both scripts in step.
+data_flags=(--size 64 --frames 32 --train-per-class 50 --val-per-class 10)
+train_flags=(--arch resnet18 --num_segments 8 --crop_size 56 --scale_size 64 --epochs 12 -b 16 --lr 0.01
+             --warmup 1 --lr_type cos --dropout 0.5 --pretrain none --seed 0)
+crop=56
+segments=8
+
+mkdir -p "$out"
+exec > >(tee -a "$out/compare.log") 2>&1
+start=$SECONDS
+
+echo "=== [$(( SECONDS - start ))s] synthetic dataset in $data"
+python tools/make_synthetic.py --out "$data" "${data_flags[@]}" --videos --workers "$(nproc)" --quiet
+
+# name, modality, model flags
+models=(
+    "tsn|RGB|--base TSN --no-shift --no-VAP --consensus_type avg"
+    "tsm|RGB|--shift --shift_div 8 --shift_place blockres --no-VAP --consensus_type avg"
+    "pa|PA|--shift --shift_div 8 --shift_place blockres --VAP"
+    "lite|Lite|--shift --shift_div 8 --shift_place blockres --VAP"
+)
+for entry in "${models[@]}"; do
+    IFS='|' read -r name modality flags <<< "$entry"
+    echo "=== [$(( SECONDS - start ))s] training $name ($modality $flags)"
+    # shellcheck disable=SC2086  # $flags holds several flags
+    python main.py synthetic "$modality" --root_path "$data" "${train_flags[@]}" $flags \
+        --device "$device" -j "$workers" --eval-freq 1 --print-freq 10 \
+        --root_log "$out/log" --root_model "$out/checkpoints" --store_name "$name" --resume auto
+    echo "=== [$(( SECONDS - start ))s] evaluating $name"
+    rm -rf "$out/eval/$name"
+    python test_models.py synthetic --root_path "$data" --weights "$out/checkpoints/$name/ckpt.best.pth.tar" \
+        --test_segments "$segments" --test_crops 1 --input_size "$crop" --batch_size 8 -j "$workers" \
+        --device "$device" --output_dir "$out/eval/$name"
+done
+
+echo "=== [$(( SECONDS - start ))s] evaluating PAN Full: the RGB stream (TSM) and the PA stream fused"
+rm -rf "$out/eval/full"
+python test_models.py synthetic --root_path "$data" \
+    --weights "$out/checkpoints/tsm/ckpt.best.pth.tar,$out/checkpoints/pa/ckpt.best.pth.tar" \
+    --test_segments "$segments" --test_crops 1 --input_size "$crop" --batch_size 8 -j "$workers" \
+    --device "$device" --output_dir "$out/eval/full"
+
+python tools/compare_models.py --out "$out/results.md" --categories "$data/category.txt" \
+    --model "TSN (RGB, avg consensus)=$out/eval/tsn:$out/log/tsn" \
+    --model "TSM (RGB + shift)=$out/eval/tsm:$out/log/tsm" \
+    --model "PAN PA (PA + shift + VAP)=$out/eval/pa:$out/log/pa" \
+    --model "PAN Lite (RGB+PA + shift + VAP)=$out/eval/lite:$out/log/lite" \
+    --model "PAN Full (TSM + PAN PA scores summed)=$out/eval/full" \
+    --note "resnet18 from scratch, $segments segments, crop $crop, flags: ${train_flags[*]}" \
+    --note "validation set of $(wc -l < "$data/val_list.txt") videos; one centre crop, one clip; device $device" \
+    --note "measured $(date -u +%Y-%m-%d) on $(nproc) CPU core(s), load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "=== [$(( SECONDS - start ))s] done: $out/results.md"
