@@ -7,12 +7,13 @@
 # to <out>/results.md. A frame-level model (TSN) cannot tell the two classes of a pair apart:
 # expect about 50% direction accuracy for it, and far more for the temporal models.
 #
-#   bash scripts/compare.sh          # about 4x the quickstart's training time, plus evaluations
+#   bash scripts/compare.sh          # 4 trainings of the quickstart's size: about 40 minutes on 2 CPU cores
 #
 # Environment (all optional):
 #   PAN_COMPARE_OUT     output folder (default: runs/compare)
-#   PAN_COMPARE_DATA    dataset folder (default: data/synthetic, generated if missing)
+#   PAN_COMPARE_DATA    dataset folder (default: data/synthetic_quickstart, generated if missing)
 #   PAN_COMPARE_DEVICE  cpu, cuda or auto (default: auto)
+#   PAN_COMPARE_EPOCHS  training epochs of every model (default: 11, the quickstart's)
 # Running it again resumes unfinished trainings and skips finished ones.
 set -eo pipefail
 caller_dir="$PWD"
@@ -20,14 +21,15 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
 
 absolute() { case "$1" in /*) echo "$1" ;; *) echo "$caller_dir/$1" ;; esac; }
 out="$(absolute "${PAN_COMPARE_OUT:-runs/compare}")"
-data="$(absolute "${PAN_COMPARE_DATA:-data/synthetic}")"
+data="$(absolute "${PAN_COMPARE_DATA:-data/synthetic_quickstart}")"
 device="${PAN_COMPARE_DEVICE:-auto}"
 workers=$(( $(nproc) / 2 )); [ "$workers" -ge 1 ] || workers=1
-# The quickstart's full configuration: keep both scripts in step.
-data_flags=(--size 64 --frames 32 --train-per-class 50 --val-per-class 10)
-train_flags=(--arch resnet18 --num_segments 8 --crop_size 56 --scale_size 64 --epochs 12 -b 16 --lr 0.01
-             --warmup 1 --lr_type cos --dropout 0.5 --pretrain none --seed 0)
-crop=56
+# The quickstart's full configuration (see scripts/quickstart.sh): keep both scripts in step.
+data_flags=(--size 32 --frames 32 --train-per-class 50 --val-per-class 10)
+train_flags=(--arch resnet18 --num_segments 8 --crop_size 28 --scale_size 32 --epochs "${PAN_COMPARE_EPOCHS:-11}"
+             -b 16 --lr 0.02 --warmup 1 --lr_type cos --dropout 0.2 --no-fc_lr5 --channels_last --pretrain none
+             --seed 0)
+crop=28
 segments=8
 
 mkdir -p "$out"
