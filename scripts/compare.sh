@@ -11,7 +11,7 @@
 #
 # Environment (all optional):
 #   PAN_COMPARE_OUT     output folder (default: runs/compare)
-#   PAN_COMPARE_DATA    dataset folder (default: data/synthetic_quickstart, generated if missing)
+#   PAN_COMPARE_DATA    dataset folder (default: data/synthetic, generated if missing)
 #   PAN_COMPARE_DEVICE  cpu, cuda or auto (default: auto)
 #   PAN_COMPARE_EPOCHS  training epochs of every model (default: 11, the quickstart's)
 # Running it again resumes unfinished trainings and skips finished ones.
@@ -21,7 +21,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
 
 absolute() { case "$1" in /*) echo "$1" ;; *) echo "$caller_dir/$1" ;; esac; }
 out="$(absolute "${PAN_COMPARE_OUT:-runs/compare}")"
-data="$(absolute "${PAN_COMPARE_DATA:-data/synthetic_quickstart}")"
+data="$(absolute "${PAN_COMPARE_DATA:-data/synthetic}")"
 device="${PAN_COMPARE_DEVICE:-auto}"
 workers=$(( $(nproc) / 2 )); [ "$workers" -ge 1 ] || workers=1
 # The quickstart's full configuration (see scripts/quickstart.sh): keep both scripts in step.
@@ -37,7 +37,10 @@ exec > >(tee -a "$out/compare.log") 2>&1
 start=$SECONDS
 
 echo "=== [$(( SECONDS - start ))s] synthetic dataset in $data"
-python tools/make_synthetic.py --out "$data" "${data_flags[@]}" --videos --workers "$(nproc)" --quiet
+python tools/make_synthetic.py --out "$data" "${data_flags[@]}" --videos --workers "$(nproc)" --quiet || {
+    echo "$(basename "$0"): generating the dataset failed (see above); if $data holds a dataset made with other settings, remove it or set PAN_COMPARE_DATA to another folder" >&2
+    exit 1
+}
 
 # name, modality, model flags
 models=(

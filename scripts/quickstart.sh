@@ -10,7 +10,7 @@
 #
 # Environment (all optional):
 #   PAN_QUICKSTART_OUT     folder for every output (default: runs/quickstart; runs/quickstart_tiny with --tiny)
-#   PAN_QUICKSTART_DATA    dataset folder (default: data/synthetic_quickstart; <out>/data with --tiny)
+#   PAN_QUICKSTART_DATA    dataset folder (default: data/synthetic; <out>/data with --tiny)
 #   PAN_QUICKSTART_EPOCHS  training epochs of the full run (default: 11)
 #   PAN_QUICKSTART_MODE    "tiny" is the same as --tiny
 #   PAN_QUICKSTART_DEVICE  cpu, cuda or auto (default: auto, i.e. CUDA when there is a GPU)
@@ -40,7 +40,7 @@ absolute() { case "$1" in /*) echo "$1" ;; *) echo "$caller_dir/$1" ;; esac; }
 case "$mode" in
     full)
         out="$(absolute "${PAN_QUICKSTART_OUT:-runs/quickstart}")"
-        data="$(absolute "${PAN_QUICKSTART_DATA:-data/synthetic_quickstart}")"
+        data="$(absolute "${PAN_QUICKSTART_DATA:-data/synthetic}")"
         data_flags=(--size 32 --frames 32 --train-per-class 50 --val-per-class 10)
         train_flags=(--num_segments 8 --crop_size 28 --scale_size 32 --epochs "${PAN_QUICKSTART_EPOCHS:-11}" -b 16
                      --lr 0.02 --warmup 1 --dropout 0.2)
@@ -68,7 +68,10 @@ step() { current="$1"; step_start=$SECONDS; echo; echo "=== [$(( SECONDS - start
 done_step() { took[$current]=$(( SECONDS - step_start )); }
 
 step data "synthetic dataset in $data ($mode)"
-python tools/make_synthetic.py --out "$data" "${data_flags[@]}" --videos --workers "$(nproc)" --quiet
+python tools/make_synthetic.py --out "$data" "${data_flags[@]}" --videos --workers "$(nproc)" --quiet || {
+    echo "$(basename "$0"): generating the dataset failed (see above); if $data holds a dataset made with other settings, remove it or set PAN_QUICKSTART_DATA to another folder" >&2
+    exit 1
+}
 done_step
 
 step train "training PAN Lite (resnet18 from scratch, TSM shift, VAP) on $device"
