@@ -185,7 +185,8 @@ def category_file_for(checkpoint: dict, categories: str | None, dataset: str | N
     name = dataset or saved.get("dataset")
     if not name:
         raise DemoError("the checkpoint does not say which dataset it was trained on: pass --categories or --dataset")
-    root = root_path or saved.get("root_path")
+    # The training run's data root belongs to the training dataset only.
+    root = root_path or (saved.get("root_path") if name == saved.get("dataset") else None)
     try:
         cfg = get_dataset_config(name, root)
     except ValueError as e:
