@@ -17,8 +17,13 @@ What makes it fast (each step measured with ``tools/bench_pa.py``, figures in
   convolution gradients that are needed (the weight's, and the frames' only
   when the frames require a gradient).
 
-Everything is plain tensor operations, so it runs on any device; nothing here is
-CPU- or CUDA-specific.
+* on the CPU, the groups are processed in chunks whose features fit in the
+  last-level cache (:data:`CPU_CHUNK_BYTES`): the norm then reads features the
+  convolution has just written instead of fetching them back from memory. On an
+  AMD EPYC with 32 MiB of L3 this made the forward 1.6x faster at 224x224; on a
+  GPU one launch over the whole batch is faster, so there is one chunk there.
+
+Everything is plain tensor operations, so it runs on any device.
 """
 
 from __future__ import annotations
@@ -26,6 +31,25 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import FunctionCtx, once_differentiable
+
+#: Feature bytes per chunk on the CPU: a quarter of a 32 MiB L3, so that the features,
+#: the differences and the maps of a chunk stay in cache together. One group of 4
+#: frames at 224x224 (4.6 MiB of features) is then a chunk of its own.
+CPU_CHUNK_BYTES = 8 * 2**20
+
+
+def groups_per_chunk(groups: int, n_length: int, height: int, width: int, channels: int,
+                     element_size: int, device: torch.device) -> int:
+    """How many groups of ``n_length`` frames one chunk of the fast path takes.
+
+    All of them off the CPU; on the CPU as many as keep a chunk's
+    ``(n_length - 1) * height * width * channels`` features within
+    :data:`CPU_CHUNK_BYTES` (at least one).
+    """
+    if device.type != "cpu":
+        return max(groups, 1)
+    per_group = (n_length - 1) * height * width * channels * element_size
+    return max(1, min(groups, CPU_CHUNK_BYTES // max(per_group, 1)))
 
 
 def frame_differences(frames: torch.Tensor, n_length: int) -> torch.Tensor:
@@ -117,6 +141,19 @@ class _PAMaps(torch.autograd.Function):
         return grad_frames, grad_weight, None, None
 
 
+def _pa_maps_chunk(frames: torch.Tensor, weight: torch.Tensor, n_length: int, eps: float) -> torch.Tensor:
+    """PA maps of one chunk of whole groups (see :func:`pa_maps_fast`)."""
+    needs_grad = torch.is_grad_enabled() and (frames.requires_grad or weight.requires_grad)
+    if needs_grad and not torch.is_autocast_enabled(frames.device.type):
+        return _PAMaps.apply(frames, weight, n_length, eps)
+    grouped = frames.reshape(-1, n_length, *frames.shape[1:])
+    if needs_grad:
+        diffs = (grouped[:, :-1] - grouped[:, 1:]).flatten(0, 1).contiguous(memory_format=torch.channels_last)
+    else:
+        diffs = frame_differences(frames, n_length)
+    return _maps(_features(diffs, weight, eps), n_length)
+
+
 def pa_maps_fast(frames: torch.Tensor, weight: torch.Tensor, n_length: int, eps: float) -> torch.Tensor:
     """PA maps, ``||conv(F_t - F_{t+1}) + eps||_2`` over the conv's channels, computed fast.
 
@@ -136,12 +173,12 @@ def pa_maps_fast(frames: torch.Tensor, weight: torch.Tensor, n_length: int, eps:
     Returns:
         ``[G, n_length - 1, H, W]``, contiguous.
     """
-    needs_grad = torch.is_grad_enabled() and (frames.requires_grad or weight.requires_grad)
-    if needs_grad and not torch.is_autocast_enabled(frames.device.type):
-        return _PAMaps.apply(frames, weight, n_length, eps)
-    grouped = frames.reshape(-1, n_length, *frames.shape[1:])
-    if needs_grad:
-        diffs = (grouped[:, :-1] - grouped[:, 1:]).flatten(0, 1).contiguous(memory_format=torch.channels_last)
-    else:
-        diffs = frame_differences(frames, n_length)
-    return _maps(_features(diffs, weight, eps), n_length)
+    groups = frames.shape[0] // n_length
+    height, width = frames.shape[-2:]
+    per_chunk = groups_per_chunk(groups, n_length, height, width, weight.shape[0], frames.element_size(),
+                                 frames.device)
+    if per_chunk >= groups:
+        return _pa_maps_chunk(frames, weight, n_length, eps)
+    # split (not slicing) so that a gradient for the frames is assembled by one node.
+    chunks = frames.split(per_chunk * n_length)
+    return torch.cat([_pa_maps_chunk(chunk, weight, n_length, eps) for chunk in chunks])

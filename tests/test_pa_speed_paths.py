@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from ops.PAN_modules import PA, PA_EPS, pa_maps
-from ops.pa_fast import frame_differences, pa_maps_fast
+from ops import pa_fast
+from ops.pa_fast import CPU_CHUNK_BYTES, frame_differences, groups_per_chunk, pa_maps_fast
 from tools.bench_pa import published_pa
 
 from tests.helpers import DATA_DIR
@@ -169,3 +170,31 @@ def test_autocast_runs_through_ordinary_autograd_with_close_numbers():
     plain = pa_maps(frames, w.detach(), 4)
     assert (maps.float() - plain).abs().max() <= 0.02 * plain.abs().max()
     assert w.grad is not None and torch.isfinite(w.grad).all()
+
+
+def test_cpu_chunks_hold_whole_groups_within_the_cache_budget():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    per_group = 3 * 224 * 224 * 8 * 4  # features of one group of 4 frames at 224x224, fp32
+    assert groups_per_chunk(8, 4, 224, 224, 8, 4, cpu) == max(1, CPU_CHUNK_BYTES // per_group)
+    assert groups_per_chunk(8, 4, 224, 224, 8, 4, cuda) == 8  # one launch over the batch off the CPU
+    assert groups_per_chunk(8, 4, 2000, 2000, 8, 4, cpu) == 1  # never less than one group
+    assert groups_per_chunk(8, 4, 8, 8, 8, 4, cpu) == 8  # small inputs: one chunk
+
+
+@pytest.mark.parametrize("budget_groups", [1, 2, 3])
+def test_chunked_maps_and_gradients_equal_the_unchunked_ones(monkeypatch, budget_groups):
+    m, height, width = 4, 9, 11
+    frames, weight = frames_and_weight(m, height, width, groups=5)
+    whole = maps_and_grads(lambda x, w: pa_maps_fast(x, w, m, PA_EPS), frames, weight)
+    with torch.no_grad():
+        whole_no_grad = pa_maps_fast(frames, weight, m, PA_EPS)
+    # A budget of `budget_groups` groups' features: 5 groups become ceil(5 / budget_groups) chunks.
+    monkeypatch.setattr(pa_fast, "CPU_CHUNK_BYTES", budget_groups * (m - 1) * height * width * 8 * 4)
+    assert pa_fast.groups_per_chunk(5, m, height, width, 8, 4, frames.device) == budget_groups
+    chunked = maps_and_grads(lambda x, w: pa_maps_fast(x, w, m, PA_EPS), frames, weight)
+    with torch.no_grad():
+        chunked_no_grad = pa_maps_fast(frames, weight, m, PA_EPS)
+    assert chunked_no_grad.shape == (5, m - 1, height, width) and chunked_no_grad.is_contiguous()
+    assert torch.equal(chunked_no_grad, whole_no_grad)
+    for got, expected in zip(chunked, whole):
+        assert close(got, expected)
