@@ -7,13 +7,13 @@
 # to <out>/results.md. A frame-level model (TSN) cannot tell the two classes of a pair apart:
 # expect about 50% direction accuracy for it, and far more for the temporal models.
 #
-#   bash scripts/compare.sh          # 4 trainings of the quickstart's size: about 40 minutes on 2 CPU cores
+#   bash scripts/compare.sh          # 4 trainings of the quickstart's size: about 35 minutes on 2 idle CPU cores
 #
 # Environment (all optional):
 #   PAN_COMPARE_OUT     output folder (default: runs/compare)
 #   PAN_COMPARE_DATA    dataset folder (default: data/synthetic, generated if missing)
 #   PAN_COMPARE_DEVICE  cpu, cuda or auto (default: auto)
-#   PAN_COMPARE_EPOCHS  training epochs of every model (default: 11, the quickstart's)
+#   PAN_COMPARE_EPOCHS  training epochs of every model (default: 25, the quickstart's)
 # Running it again resumes unfinished trainings and skips finished ones.
 set -eo pipefail
 caller_dir="$PWD"
@@ -25,9 +25,9 @@ data="$(absolute "${PAN_COMPARE_DATA:-data/synthetic}")"
 device="${PAN_COMPARE_DEVICE:-auto}"
 workers=$(( $(nproc) / 2 )); [ "$workers" -ge 1 ] || workers=1
 # The quickstart's full configuration (see scripts/quickstart.sh): keep both scripts in step.
-data_flags=(--size 32 --frames 32 --train-per-class 50 --val-per-class 10)
-train_flags=(--arch resnet18 --num_segments 8 --crop_size 28 --scale_size 32 --epochs "${PAN_COMPARE_EPOCHS:-11}"
-             -b 16 --lr 0.02 --warmup 1 --lr_type cos --dropout 0.2 --no-fc_lr5 --channels_last --pretrain none
+data_flags=(--size 32 --frames 32 --train-per-class 100 --val-per-class 20)
+train_flags=(--arch resnet18 --num_segments 8 --crop_size 28 --scale_size 32 --epochs "${PAN_COMPARE_EPOCHS:-25}"
+             -b 16 --lr 0.02 --warmup 1 --lr_type cos --dropout 0.2 --no-fc_lr5 --pretrain none
              --seed 0)
 crop=28
 segments=8
