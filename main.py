@@ -387,7 +387,9 @@ def _run(args: argparse.Namespace, device: torch.device, info: DistInfo, run: Ru
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if args.compile:
         try:
-            model = torch.compile(model)
+            # Static shapes, as in ops/inference.py: the last partial batch compiles anew (seconds),
+            # where dynamic shapes can spend many minutes in symbolic simplification.
+            model = torch.compile(model, dynamic=False)
         except Exception as err:  # an unsupported platform; training works without it
             logger.warning("--compile failed (%s: %s); continuing without torch.compile", type(err).__name__, err)
     criterion = nn.CrossEntropyLoss().to(device)

@@ -379,7 +379,10 @@ class _CompiledWithFallback(nn.Module):
     def __init__(self, model: nn.Module, mode: str | None) -> None:
         super().__init__()
         self.eager = model
-        self.compiled = torch.compile(model, mode=mode)
+        # Static shapes: a new batch size (the last, partial batch of an evaluation) is compiled
+        # anew in a few seconds, while inductor's symbolic-shape simplification after a batch-size
+        # change ran for over 10 minutes on 2 CPU cores (PAN Lite resnet18, batch 1 -> 8).
+        self.compiled = torch.compile(model, mode=mode, dynamic=False)
         self.failed: str | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

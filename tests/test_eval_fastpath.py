@@ -99,7 +99,11 @@ def test_run_batch_is_inference_mode_and_leaves_the_model_unchanged(lite, clip):
 
 
 def test_compile_failure_falls_back_to_eager_with_a_warning(lite, clip, monkeypatch, caplog):
-    def broken_compile(model, mode=None):
+    def broken_compile(model, mode=None, dynamic=None):
+        # Static shapes: with dynamic shapes a change of batch size sent inductor into minutes
+        # of symbolic simplification.
+        assert dynamic is False
+
         def fail(x):
             raise RuntimeError("no C++ compiler found\nmore details")
         return fail

@@ -135,7 +135,8 @@ def test_evaluate_only_validates_the_resumed_model(data, one_epoch, tmp_path):
 
 
 def test_training_options_amp_channels_last_iter_size_and_compile_fallback(data, tmp_path, monkeypatch):
-    def broken(model):
+    def broken(model, dynamic=None):
+        assert dynamic is False  # static shapes (see main.py)
         raise RuntimeError("no compiler here")
 
     monkeypatch.setattr(torch, "compile", broken)
