@@ -4,7 +4,7 @@
 # PAN Full (the RGB stream and the PA stream fused by test_models.py), all with the same
 # backbone (resnet18 from scratch), data, training budget and seed as scripts/quickstart.sh.
 # Writes a Markdown table (top-1, mirror-pair accuracy, direction accuracy within the pair)
-# to <out>/results.md. A frame-level model (TSN) cannot tell the two classes of a pair apart:
+# to <out>/results.md and into README.md (between its compare-results markers). A frame-level model (TSN) cannot tell the two classes of a pair apart:
 # expect about 50% direction accuracy for it, and far more for the temporal models.
 #
 #   bash scripts/compare.sh          # 4 trainings of the quickstart's size: about 35 minutes on 2 idle CPU cores
@@ -70,7 +70,7 @@ python test_models.py synthetic --root_path "$data" \
     --test_segments "$segments" --test_crops 1 --input_size "$crop" --batch_size 8 -j "$workers" \
     --device "$device" --output_dir "$out/eval/full"
 
-python tools/compare_models.py --out "$out/results.md" --categories "$data/category.txt" \
+python tools/compare_models.py --out "$out/results.md" --readme README.md --categories "$data/category.txt" \
     --model "TSN (RGB, avg consensus)=$out/eval/tsn:$out/log/tsn" \
     --model "TSM (RGB + shift)=$out/eval/tsm:$out/log/tsm" \
     --model "PAN PA (PA + shift + VAP)=$out/eval/pa:$out/log/pa" \

@@ -132,3 +132,39 @@ def test_results_table_reads_test_models_outputs(tmp_path):
     text = out.read_text()
     assert "| TSN | 75.0 | 75.0 | 100.0 | 7m30s |" in text
     assert "| TSN | 100.0 | 100.0 |" in text and "- tiny" in text
+
+
+def _one_model_eval(tmp_path):
+    eval_dir = tmp_path / "eval"
+    eval_dir.mkdir()
+    np.savez(eval_dir / "scores.npz", scores=np.eye(4)[[0, 1, 1, 3]], labels=np.array([0, 1, 2, 3]),
+             indices=np.arange(4))
+    return eval_dir
+
+
+def test_results_table_goes_between_the_readme_markers_and_nowhere_else(tmp_path):
+    from tools import compare_models
+
+    eval_dir = _one_model_eval(tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\nbefore\n{compare_models.README_BEGIN}\nold table\n{compare_models.README_END}\n"
+                      "after\n")
+    args = ["--out", str(tmp_path / "results.md"), "--model", f"TSN={eval_dir}", "--readme", str(readme)]
+    for _ in range(2):  # a second run replaces its own table
+        assert compare_models.main(compare_models.get_args_parser().parse_args(args)) == 0
+    text = readme.read_text()
+    assert text.startswith("# Title\n\nbefore\n") and text.endswith(f"{compare_models.README_END}\nafter\n")
+    assert "old table" not in text and text.count("| TSN | 75.0 | 75.0 | 100.0 | n/a |") == 1
+
+
+def test_a_readme_without_markers_is_refused_before_anything_is_written(tmp_path, caplog):
+    from tools import compare_models
+
+    eval_dir = _one_model_eval(tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers\n")
+    out = tmp_path / "results.md"
+    status = compare_models.main(compare_models.get_args_parser().parse_args(
+        ["--out", str(out), "--model", f"TSN={eval_dir}", "--readme", str(readme)]))
+    assert status == 2 and str(readme) in caplog.text and "compare-results:begin" in caplog.text
+    assert readme.read_text() == "# no markers\n" and not out.exists()

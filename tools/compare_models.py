@@ -146,6 +146,25 @@ def write_text_atomic(path: str, text: str) -> None:
         raise
 
 
+#: The lines between which ``--readme`` puts the table (both must be in the file, in this order).
+README_BEGIN = "<!-- compare-results:begin (written by scripts/compare.sh) -->"
+README_END = "<!-- compare-results:end -->"
+
+
+def replace_marked_block(document: str, block: str, path: str) -> str:
+    """``document`` with the text between :data:`README_BEGIN` and :data:`README_END` replaced by ``block``.
+
+    Raises:
+        ValueError: a marker is missing, repeated or out of order (naming ``path``).
+    """
+    begin, end = document.find(README_BEGIN), document.find(README_END)
+    if begin < 0 or end < 0 or end < begin or document.count(README_BEGIN) > 1 or document.count(README_END) > 1:
+        raise ValueError(f"{path}: needs exactly one line {README_BEGIN!r} followed by one line {README_END!r} "
+                         "to put the results table between them")
+    head = document[: begin + len(README_BEGIN)]
+    return f"{head}\n{block.rstrip()}\n{document[end:]}"
+
+
 def parse_model(text: str) -> tuple[str, str, str | None]:
     """``NAME=EVAL_DIR[:LOG_DIR]`` -> ``(name, eval_dir, log_dir or None)``."""
     name, sep, dirs = text.partition("=")
@@ -164,6 +183,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--categories", default=None,
                         help="class names (category.txt) for the per-pair table's headers (default: pair numbers)")
     parser.add_argument("--note", action="append", default=[], help="a line added under the tables (repeatable)")
+    parser.add_argument("--readme", default=None,
+                        help=f"also put the tables into this Markdown file, between its lines {README_BEGIN!r} "
+                             f"and {README_END!r} (default: only --out)")
     return parser
 
 
@@ -178,12 +200,19 @@ def main(args: argparse.Namespace) -> int:
         if args.categories:
             with open(args.categories, encoding="utf-8") as f:
                 class_names = [line.strip() for line in f if line.strip()]
+        text = results_markdown(rows, class_names, args.note)
+        readme = None
+        if args.readme:  # checked before anything is written
+            with open(args.readme, encoding="utf-8") as f:
+                readme = replace_marked_block(f.read(), text, args.readme)
     except (OSError, KeyError, ValueError) as e:
         logger.error("%s", e)
         return 2
-    text = results_markdown(rows, class_names, args.note)
     write_text_atomic(args.out, text)
     logger.info("wrote %s", args.out)
+    if readme is not None:
+        write_text_atomic(args.readme, readme)
+        logger.info("wrote the tables into %s", args.readme)
     print(text, end="")
     return 0
 

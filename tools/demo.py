@@ -8,9 +8,9 @@ the evaluation transform of ``test_models.py``, and classified; the top-5
 classes are printed with their names and probabilities, with the time of each
 stage: decode, preprocessing, PA + network.
 
-    python tools/demo.py data/synthetic/videos/video_000600.mp4 \\
+    python tools/demo.py data/synthetic/videos/video_001200.mp4 \\
         --weights runs/quickstart/checkpoints/pan_lite/ckpt.best.pth.tar
-    python tools/demo.py data/synthetic/frames/video_000600 --weights ... \\
+    python tools/demo.py data/synthetic/frames/video_001200 --weights ... \\
         --categories data/synthetic/category.txt --device cuda --amp --channels_last
 
 The checkpoint is read with ``weights_only=True`` (a file that would run code

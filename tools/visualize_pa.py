@@ -9,8 +9,8 @@ difference of two frames, then a per-pixel norm, so it lights up where
 appearance changes between frames -- the boundaries of moving things -- and
 stays dark on static background.
 
-    python tools/visualize_pa.py data/synthetic/videos/video_000600.mp4 --out pa.png
-    python tools/visualize_pa.py data/synthetic/frames/video_000600 \\
+    python tools/visualize_pa.py data/synthetic/videos/video_001200.mp4 --out pa.png
+    python tools/visualize_pa.py data/synthetic/frames/video_001200 \\
         --weights runs/quickstart/checkpoints/pan_lite/ckpt.best.pth.tar --out pa_trained.png
 
 The maps of a fresh PA, initialised as in training (``N(0, 0.001)`` weights,
