@@ -4,10 +4,11 @@
 # PAN Full (the RGB stream and the PA stream fused by test_models.py), all with the same
 # backbone (resnet18 from scratch), data, training budget and seed as scripts/quickstart.sh.
 # Writes a Markdown table (top-1, mirror-pair accuracy, direction accuracy within the pair)
-# to <out>/results.md and into README.md (between its compare-results markers). A frame-level model (TSN) cannot tell the two classes of a pair apart:
-# expect about 50% direction accuracy for it, and far more for the temporal models.
+# to <out>/results.md and into README.md (between its compare-results markers). A frame-level
+# model (TSN) cannot tell the two classes of a pair apart: expect about 50% direction accuracy
+# for it, and far more for the temporal models.
 #
-#   bash scripts/compare.sh          # 4 trainings of the quickstart's size: about 35 minutes on 2 idle CPU cores
+#   bash scripts/compare.sh          # 4 trainings of the quickstart's size: 29 minutes measured on 2 CPU cores
 #
 # Environment (all optional):
 #   PAN_COMPARE_OUT     output folder (default: runs/compare)
