@@ -17,11 +17,12 @@ What makes it fast (each step measured with ``tools/bench_pa.py``, figures in
   convolution gradients that are needed (the weight's, and the frames' only
   when the frames require a gradient).
 
-* on the CPU, the groups are processed in chunks whose features fit in the
-  last-level cache (:data:`CPU_CHUNK_BYTES`): the norm then reads features the
-  convolution has just written instead of fetching them back from memory. On an
-  AMD EPYC with 32 MiB of L3 this made the forward 1.6x faster at 224x224; on a
-  GPU one launch over the whole batch is faster, so there is one chunk there.
+* without autograd (inference), on the CPU, the groups are processed in chunks
+  whose features fit in the last-level cache (:data:`CPU_CHUNK_BYTES`): the
+  norm then reads features the convolution has just written instead of
+  fetching them back from memory. On an AMD EPYC with 32 MiB of L3 this made
+  the forward at 224x224 1.36x faster (34.1 -> 25.1 ms); on a GPU one launch
+  over the whole batch is faster, so there is one chunk there.
 
 Everything is plain tensor operations, so it runs on any device.
 """
@@ -175,10 +176,11 @@ def pa_maps_fast(frames: torch.Tensor, weight: torch.Tensor, n_length: int, eps:
     """
     groups = frames.shape[0] // n_length
     height, width = frames.shape[-2:]
-    per_chunk = groups_per_chunk(groups, n_length, height, width, weight.shape[0], frames.element_size(),
-                                 frames.device)
+    needs_grad = torch.is_grad_enabled() and (frames.requires_grad or weight.requires_grad)
+    # Chunks only without autograd: when training, every chunk's features are kept for the
+    # backward anyway, and chunking measured no gain there (tools/bench_pa.py --ideas).
+    per_chunk = groups if needs_grad else groups_per_chunk(
+        groups, n_length, height, width, weight.shape[0], frames.element_size(), frames.device)
     if per_chunk >= groups:
         return _pa_maps_chunk(frames, weight, n_length, eps)
-    # split (not slicing) so that a gradient for the frames is assembled by one node.
-    chunks = frames.split(per_chunk * n_length)
-    return torch.cat([_pa_maps_chunk(chunk, weight, n_length, eps) for chunk in chunks])
+    return torch.cat([_pa_maps_chunk(chunk, weight, n_length, eps) for chunk in frames.split(per_chunk * n_length)])

@@ -182,19 +182,34 @@ def test_cpu_chunks_hold_whole_groups_within_the_cache_budget():
 
 
 @pytest.mark.parametrize("budget_groups", [1, 2, 3])
-def test_chunked_maps_and_gradients_equal_the_unchunked_ones(monkeypatch, budget_groups):
+def test_chunked_inference_maps_equal_the_unchunked_ones(monkeypatch, budget_groups):
     m, height, width = 4, 9, 11
     frames, weight = frames_and_weight(m, height, width, groups=5)
-    whole = maps_and_grads(lambda x, w: pa_maps_fast(x, w, m, PA_EPS), frames, weight)
     with torch.no_grad():
-        whole_no_grad = pa_maps_fast(frames, weight, m, PA_EPS)
+        whole = pa_maps_fast(frames, weight, m, PA_EPS)
     # A budget of `budget_groups` groups' features: 5 groups become ceil(5 / budget_groups) chunks.
     monkeypatch.setattr(pa_fast, "CPU_CHUNK_BYTES", budget_groups * (m - 1) * height * width * 8 * 4)
     assert pa_fast.groups_per_chunk(5, m, height, width, 8, 4, frames.device) == budget_groups
-    chunked = maps_and_grads(lambda x, w: pa_maps_fast(x, w, m, PA_EPS), frames, weight)
+    calls = []
+    one_chunk = pa_fast._pa_maps_chunk
+    monkeypatch.setattr(pa_fast, "_pa_maps_chunk", lambda x, *rest: calls.append(len(x)) or one_chunk(x, *rest))
     with torch.no_grad():
-        chunked_no_grad = pa_maps_fast(frames, weight, m, PA_EPS)
-    assert chunked_no_grad.shape == (5, m - 1, height, width) and chunked_no_grad.is_contiguous()
-    assert torch.equal(chunked_no_grad, whole_no_grad)
-    for got, expected in zip(chunked, whole):
-        assert close(got, expected)
+        chunked = pa_maps_fast(frames, weight, m, PA_EPS)
+    assert calls == [min(budget_groups, 5 - i) * m for i in range(0, 5, budget_groups)]
+    assert chunked.shape == (5, m - 1, height, width) and chunked.is_contiguous()
+    assert torch.equal(chunked, whole)
+
+
+def test_training_runs_in_one_chunk_whatever_the_budget(monkeypatch):
+    # Autograd keeps every chunk's features for the backward: chunks would save nothing.
+    m, height, width = 4, 9, 11
+    frames, weight = frames_and_weight(m, height, width, groups=5)
+    expected = maps_and_grads(lambda x, w: pa_maps_fast(x, w, m, PA_EPS), frames, weight)
+    monkeypatch.setattr(pa_fast, "CPU_CHUNK_BYTES", 1)
+    calls = []
+    one_chunk = pa_fast._pa_maps_chunk
+    monkeypatch.setattr(pa_fast, "_pa_maps_chunk", lambda x, *rest: calls.append(len(x)) or one_chunk(x, *rest))
+    got = maps_and_grads(lambda x, w: pa_maps_fast(x, w, m, PA_EPS), frames, weight)
+    assert calls == [5 * m]
+    for a, b in zip(got, expected):
+        assert torch.equal(a, b)

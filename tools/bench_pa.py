@@ -10,9 +10,11 @@ Times, on the same random frames and the same 7x7 weights (one clip of
 * ``diffconv``: :func:`ops.PAN_modules.pa_maps`, the straightforward version:
   the conv on the ``m - 1`` frame differences, then a norm over the channels;
 * ``fast``: :func:`ops.pa_fast.pa_maps_fast` (what ``PA`` runs): channels-last
-  differences, ``eps`` as the conv bias, a contiguous norm, a custom backward;
+  differences, ``eps`` as the conv bias, a contiguous norm, a custom backward,
+  and on the CPU groups in cache-sized chunks;
 * ``compiled`` (with ``--compile``): ``torch.compile`` of ``diffconv``;
-* with ``--ideas``, two ideas that were measured and not kept: ``nchw-fused``
+* with ``--ideas``, ``fast-1chunk`` (the fast path in one chunk, as off the
+  CPU: what the chunks buy) and two ideas that were measured and not kept: ``nchw-fused``
   (the fast path's steps without channels-last: what the layout alone buys) and
   ``unfold`` (the conv as an explicit ``[147]``-patch matrix product, i.e. the
   Gram / quadratic-form family: ``||W d||`` per 7x7x3 patch ``d``).
@@ -50,6 +52,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ops.PAN_modules import PA_EPS, pa_maps  # noqa: E402
+from ops import pa_fast  # noqa: E402
 from ops.pa_fast import pa_maps_fast  # noqa: E402
 from ops.runtime import resolve_device  # noqa: E402
 
@@ -82,7 +85,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--ideas",
         action=argparse.BooleanOptionalAction,
         default=False,
-        help="add the measured-and-rejected variants nchw-fused and unfold (default off; unfold needs ~1 GB at 224²)",
+        help="add fast-1chunk and the measured-and-rejected variants nchw-fused and unfold (default off; unfold "
+        "needs ~1 GB at 224²)",
     )
     p.add_argument("--seed", type=int, default=0)
     return p
@@ -182,6 +186,8 @@ def _variants(
         compiled = torch.compile(pa_maps, dynamic=False)
         variants["compiled"] = lambda x: compiled(x, weight, n_length)
     if ideas:
+        # The fast path as one chunk (what it does off the CPU): what cache-sized chunks buy.
+        variants["fast-1chunk"] = lambda x: pa_fast._pa_maps_chunk(x, weight, n_length, PA_EPS)
         variants["nchw-fused"] = lambda x: nchw_fused_pa(x, weight, n_length)
         variants["unfold"] = lambda x: unfold_pa(x, weight, n_length)
     return variants
