@@ -33,6 +33,11 @@ train_flags=(--arch resnet18 --num_segments 8 --crop_size 28 --scale_size 32 --e
 crop=28
 segments=8
 
+# The table goes into README.md at the end: check now that it can, not after half an hour.
+python -c 'import sys; from tools.compare_models import replace_marked_block; replace_marked_block(open("README.md", encoding="utf-8").read(), "", "README.md")' || {
+    echo "$(basename "$0"): README.md needs its compare-results marker lines (see tools/compare_models.py)" >&2
+    exit 1
+}
 mkdir -p "$out"
 exec > >(tee -a "$out/compare.log") 2>&1
 start=$SECONDS

@@ -24,3 +24,11 @@ def test_readme_python_examples_run():
     namespace: dict = {}
     for block in blocks:  # later blocks build on earlier ones, like a reader would
         exec(compile(block, "README.md", "exec"), namespace)
+
+
+def test_readme_has_the_marker_lines_compare_sh_writes_its_table_between():
+    from tools.compare_models import README_BEGIN, README_END, replace_marked_block
+
+    text = (REPO / "README.md").read_text()
+    assert text.count(README_BEGIN) == 1 and text.count(README_END) == 1
+    assert replace_marked_block(text, "| table |", "README.md").count("| table |") == 1
