@@ -36,7 +36,7 @@ absolute() { case "$1" in /*) echo "$1" ;; *) echo "$caller_dir/$1" ;; esac; }
 # 8 segments of 4 frames, resnet18 from scratch, 25 epochs: about 8 minutes in all on 2 idle CPU
 # cores, top-1 above 90% (docs/QUICKSTART.md has the measurements). Without ImageNet weights the
 # classifier's usual 5x learning rate (fc_lr5) makes the first epochs diverge, so it is off; at
-# 28x28 channels-last is slower than the default layout on the CPU, so it is off too.
+# 28x28 channels-last does not pay on the CPU (tools/bench_train.py), so it is off too.
 # Tiny: the same pipeline on 36 videos of 16 frames, 4 segments, one epoch (seconds).
 case "$mode" in
     full)
