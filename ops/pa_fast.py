@@ -21,8 +21,9 @@ What makes it fast (each step measured with ``tools/bench_pa.py``, figures in
   whose features fit in the last-level cache (:data:`CPU_CHUNK_BYTES`): the
   norm then reads features the convolution has just written instead of
   fetching them back from memory. On an AMD EPYC with 32 MiB of L3 this made
-  the forward at 224x224 1.36x faster (34.1 -> 25.1 ms); on a GPU one launch
-  over the whole batch is faster, so there is one chunk there.
+  the forward at 224x224 up to 1.4x faster, and never slower, in our runs
+  (``docs/BENCHMARKS.md``); on a GPU one launch over the whole batch is
+  faster, so there is one chunk there.
 
 Everything is plain tensor operations, so it runs on any device.
 """
@@ -142,9 +143,13 @@ class _PAMaps(torch.autograd.Function):
         return grad_frames, grad_weight, None, None
 
 
+def _needs_grad(frames: torch.Tensor, weight: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and (frames.requires_grad or weight.requires_grad)
+
+
 def _pa_maps_chunk(frames: torch.Tensor, weight: torch.Tensor, n_length: int, eps: float) -> torch.Tensor:
     """PA maps of one chunk of whole groups (see :func:`pa_maps_fast`)."""
-    needs_grad = torch.is_grad_enabled() and (frames.requires_grad or weight.requires_grad)
+    needs_grad = _needs_grad(frames, weight)
     if needs_grad and not torch.is_autocast_enabled(frames.device.type):
         return _PAMaps.apply(frames, weight, n_length, eps)
     grouped = frames.reshape(-1, n_length, *frames.shape[1:])
@@ -176,10 +181,9 @@ def pa_maps_fast(frames: torch.Tensor, weight: torch.Tensor, n_length: int, eps:
     """
     groups = frames.shape[0] // n_length
     height, width = frames.shape[-2:]
-    needs_grad = torch.is_grad_enabled() and (frames.requires_grad or weight.requires_grad)
     # Chunks only without autograd: when training, every chunk's features are kept for the
     # backward anyway, and chunking measured no gain there (tools/bench_pa.py --ideas).
-    per_chunk = groups if needs_grad else groups_per_chunk(
+    per_chunk = groups if _needs_grad(frames, weight) else groups_per_chunk(
         groups, n_length, height, width, weight.shape[0], frames.element_size(), frames.device)
     if per_chunk >= groups:
         return _pa_maps_chunk(frames, weight, n_length, eps)
