@@ -90,6 +90,43 @@ def _gather_reports(reports: list[BadSampleReport], info: DistInfo) -> list[BadS
     return [r for part in gathered for r in part]
 
 
+def forward_loss(model: nn.Module, criterion: nn.Module, x: torch.Tensor, labels: torch.Tensor,
+                 device: torch.device, settings: StepSettings) -> tuple[torch.Tensor, torch.Tensor]:
+    """The forward half of a training step: ``(output [B, C], loss)``, with the step's layout and autocast.
+
+    ``x [B, T*m*3, H, W]`` and ``labels [B]`` are on ``device``; the loss is
+    computed in fp32 whatever the autocast dtype.
+    """
+    if settings.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(device, settings.amp):
+        output = model(x)
+    return output, criterion(output.float(), labels)
+
+
+def backward(loss: torch.Tensor, scaler: torch.amp.GradScaler | None, iter_size: int) -> None:
+    """Accumulate the gradient of ``loss / iter_size`` (scaled when there is a gradient scaler)."""
+    if scaler is not None:
+        scaler.scale(loss / iter_size).backward()
+    else:
+        (loss / iter_size).backward()
+
+
+def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
+                   clip_gradient: float) -> None:
+    """Unscale, clip the total gradient norm at ``clip_gradient`` (0: no clipping), step, zero the gradients."""
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    if clip_gradient:
+        nn.utils.clip_grad_norm_(model.parameters(), clip_gradient)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def _progress(total: int, initial: int, desc: str, is_main: bool) -> tqdm:
     # A bar only on a terminal: in a log file it would be thousands of lines.
     return tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True,
@@ -140,11 +177,7 @@ def train_one_epoch(
         data_time = time.perf_counter() - end
         x = x.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
-        if settings.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device, settings.amp):
-            output = model(x)
-        loss = criterion(output.float(), labels)
+        output, loss = forward_loss(model, criterion, x, labels, device, settings)
 
         loss_value = float(loss.detach())
         finite = math.isfinite(loss_value)
@@ -166,24 +199,12 @@ def train_one_epoch(
         monitor.update(int(loads), int(bad))
         monitor.check()
 
-        if scaler is not None:
-            scaler.scale(loss / iter_size).backward()
-        else:
-            (loss / iter_size).backward()
+        backward(loss, scaler, iter_size)
 
         boundary = (step + 1) % iter_size == 0 or step + 1 == steps_in_epoch
         if boundary:
             scheduler.set_position(epoch, min(step // iter_size, optimizer_steps - 1))
-            if scaler is not None:
-                scaler.unscale_(optimizer)
-            if settings.clip_gradient:
-                nn.utils.clip_grad_norm_(model.parameters(), settings.clip_gradient)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer_step(model, optimizer, scaler, settings.clip_gradient)
             run.log_step(epoch, step, mean_loss, scheduler.lr)
 
         c1, c5 = correct_counts(output.detach(), labels)

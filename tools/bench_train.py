@@ -38,8 +38,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from main import build_model  # noqa: E402
 from ops.dataset_config import get_dataset_config  # noqa: E402
+from ops.engine import StepSettings, backward, forward_loss, optimizer_step  # noqa: E402
 from ops.lr_schedule import build_param_groups  # noqa: E402
-from ops.runtime import autocast, resolve_device, setup_logging  # noqa: E402
+from ops.runtime import resolve_device, setup_logging  # noqa: E402
 from ops.train_args import get_args_parser as main_args_parser  # noqa: E402
 from tools.bench_inference import machine_description  # noqa: E402
 
@@ -86,31 +87,23 @@ class Trainer:
 
     def __init__(self, model: nn.Module, main_args: argparse.Namespace, flags: tuple[str, ...],
                  device: torch.device) -> None:
-        self.amp = "--amp" in flags
-        self.channels_last = "--channels_last" in flags
+        self.settings = StepSettings(amp="--amp" in flags, channels_last="--channels_last" in flags,
+                                     clip_gradient=main_args.clip_gradient)
         model = copy.deepcopy(model).to(device).train()
-        if self.channels_last:
+        if self.settings.channels_last:
             model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.SGD(
             build_param_groups(model.get_optim_policies(), main_args.lr, main_args.weight_decay),
             lr=main_args.lr, momentum=main_args.momentum, weight_decay=main_args.weight_decay)
-        self.model = torch.compile(model) if "--compile" in flags else model
-        self.clip = main_args.clip_gradient
+        self.model = torch.compile(model, dynamic=False) if "--compile" in flags else model
         self.device = device
         self.criterion = nn.CrossEntropyLoss()
 
     def step(self, x: torch.Tensor, labels: torch.Tensor) -> float:
-        """One training step as ops.engine.train_one_epoch takes it; returns the loss."""
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(self.device, self.amp):
-            output = self.model(x)
-        loss = self.criterion(output.float(), labels)
-        loss.backward()
-        if self.clip:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        """One training step with ops.engine's own pieces (on ``device``); returns the loss."""
+        _, loss = forward_loss(self.model, self.criterion, x, labels, self.device, self.settings)
+        backward(loss, None, 1)
+        optimizer_step(self.model, self.optimizer, None, self.settings.clip_gradient)
         return float(loss.detach())
 
 
