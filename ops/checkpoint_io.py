@@ -233,6 +233,11 @@ def atomic_write(path: str, write: Callable[[BinaryIO], object]) -> None:
         raise
 
 
+def write_text_atomic(path: str, text: str) -> None:
+    """Create or replace ``path`` with ``text`` (UTF-8) through :func:`atomic_write`."""
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
 def atomic_save(obj: dict, path: str) -> str:
     """``torch.save`` ``obj`` to ``path`` atomically, adding its :data:`CHECKSUM_KEY`; returns the hash.
 

@@ -92,7 +92,7 @@ def _gather_reports(reports: list[BadSampleReport], info: DistInfo) -> list[BadS
 
 def forward_loss(model: nn.Module, criterion: nn.Module, x: torch.Tensor, labels: torch.Tensor,
                  device: torch.device, settings: StepSettings) -> tuple[torch.Tensor, torch.Tensor]:
-    """The forward half of a training step: ``(output [B, C], loss)``, with the step's layout and autocast.
+    """Forward half of a training or validation step: ``(output [B, C], loss)`` in its layout and autocast.
 
     ``x [B, T*m*3, H, W]`` and ``labels [B]`` are on ``device``; the loss is
     computed in fp32 whatever the autocast dtype.
@@ -262,14 +262,11 @@ def evaluate(
     model.eval()
     sums = [0.0, 0.0, 0.0, 0.0]  # loss * n, top-1 hits, top-5 hits, n
     bar = _progress(len(loader), 0, "validation", dist_info.is_main)
+    settings = StepSettings(amp=amp, channels_last=channels_last)
     for x, labels in loader:
         x = x.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device, amp):
-            output = model(x)
-        loss = criterion(output.float(), labels)
+        output, loss = forward_loss(model, criterion, x, labels, device, settings)
         c1, c5 = correct_counts(output, labels)
         n = len(labels)
         sums[0] += float(loss) * n

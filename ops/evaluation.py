@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ops.checkpoint_io import atomic_write
+from ops.checkpoint_io import atomic_write, write_text_atomic
 
 CROP_FUSION_TYPES = ("avg", "max")
 
@@ -226,9 +226,6 @@ def ensemble_predictions(
 
 # --------------------------------------------------------------------------- outputs
 
-
-def write_text_atomic(path: str, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def check_output_dir(path: str) -> None:

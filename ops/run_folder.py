@@ -28,7 +28,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 
-from ops.checkpoint_io import atomic_write
+from ops.checkpoint_io import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -70,10 +70,6 @@ def warn_if_low_space(folder: str, needed_bytes: int) -> None:
             free / 2**20, folder, needed_bytes / 2**20,
         )
 
-
-def write_text_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a synced temporary file and a rename."""
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 class RunFolder:

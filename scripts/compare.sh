@@ -34,7 +34,7 @@ crop=28
 segments=8
 
 # The table goes into README.md at the end: check now that it can, not after half an hour.
-python -c 'import sys; from tools.compare_models import replace_marked_block; replace_marked_block(open("README.md", encoding="utf-8").read(), "", "README.md")' || {
+python -c 'from tools.compare_models import replace_marked_block; replace_marked_block(open("README.md", encoding="utf-8").read(), "", "README.md")' || {
     echo "$(basename "$0"): README.md needs its compare-results marker lines (see tools/compare_models.py)" >&2
     exit 1
 }

@@ -27,13 +27,13 @@ import datetime
 import logging
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from ops.checkpoint_io import write_text_atomic  # noqa: E402
 from ops.runtime import setup_logging  # noqa: E402
 
 logger = logging.getLogger("compare_models")
@@ -132,20 +132,6 @@ def results_markdown(rows: list[tuple[str, PairScores, float | None]], class_nam
     return "\n".join(lines) + "\n"
 
 
-def write_text_atomic(path: str, text: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 #: The lines between which ``--readme`` puts the table (both must be in the file, in this order).
 README_BEGIN = "<!-- compare-results:begin (written by scripts/compare.sh) -->"
 README_END = "<!-- compare-results:end -->"
@@ -208,6 +194,7 @@ def main(args: argparse.Namespace) -> int:
     except (OSError, KeyError, ValueError) as e:
         logger.error("%s", e)
         return 2
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     write_text_atomic(args.out, text)
     logger.info("wrote %s", args.out)
     if readme is not None:
