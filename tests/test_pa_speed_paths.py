@@ -46,9 +46,9 @@ def test_fast_pa_matches_the_released_numbers():
     pa.load_state_dict(reference["pa_state_dict"])
     for mode in (pa.train, pa.eval):
         mode()
-        assert (pa(reference["pa_input"]) - reference["pa_output"]).abs().max() <= 1e-5
+        assert (pa(reference["pa_input"]) - reference["pa_output"]).abs().max() <= 1e-6  # the README's figure
         with torch.no_grad():
-            assert (pa(reference["pa_input"]) - reference["pa_output"]).abs().max() <= 1e-5
+            assert (pa(reference["pa_input"]) - reference["pa_output"]).abs().max() <= 1e-6
 
 
 @pytest.mark.parametrize("m, height, width", SHAPES)

@@ -7,6 +7,9 @@ from ops.PAN_modules import PA, VAP, pa_maps, vap_pool
 
 from tests.helpers import DATA_DIR
 
+#: The README's promise for PA and VAP against the published implementation's vectors.
+README_TOLERANCE = 1e-6
+
 
 @pytest.fixture(scope="module")
 def reference():
@@ -28,7 +31,8 @@ def test_pa_matches_released_numbers(reference):
     pa.load_state_dict(reference["pa_state_dict"])
     out = pa(reference["pa_input"])
     assert out.shape == reference["pa_output"].shape == (6, 3, 20, 24)
-    assert (out - reference["pa_output"]).abs().max() <= 1e-5
+    # README: "match the published implementation to 1e-6" (measured: 6.0e-7 for PA, 4.8e-7 for VAP).
+    assert (out - reference["pa_output"]).abs().max() <= README_TOLERANCE
 
 
 def test_vap_matches_released_numbers(reference):
@@ -36,7 +40,7 @@ def test_vap_matches_released_numbers(reference):
     vap.load_state_dict(reference["vap_state_dict"])
     out = vap(reference["vap_input"])
     assert out.shape == (3, 10)
-    assert (out - reference["vap_output"]).abs().max() <= 1e-5
+    assert (out - reference["vap_output"]).abs().max() <= README_TOLERANCE
 
 
 def test_state_dict_names_are_the_released_ones():
