@@ -37,6 +37,7 @@ import random
 import shutil
 import struct
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from typing import BinaryIO
 
@@ -53,6 +54,13 @@ PREV_NAME = "ckpt.prev.pth.tar"
 CHECKSUM_KEY = "content_sha256"
 FORMAT_VERSION = 1
 TMP_SUFFIX = ".tmp"
+#: Test-only hook. When this environment variable names a file, :func:`atomic_write`,
+#: once the temporary file is complete and ``fsync``-ed and before the rename,
+#: writes the temporary file's path into that file and then waits (until killed).
+#: It exists so that the SIGKILL tests can kill a writer at a known point of a
+#: save instead of guessing one by timing. Nothing in the project sets it;
+#: unset, it costs one environment lookup per file written.
+PAUSE_BEFORE_RENAME_ENV = "PAN_TEST_PAUSE_BEFORE_RENAME"
 #: ``--resume`` value that resumes from the run's own folder.
 RESUME_AUTO = "auto"
 
@@ -208,6 +216,18 @@ def _write_error(path: str, err: BaseException) -> CheckpointWriteError:
     )
 
 
+def _pause_for_a_kill_if_asked(tmp: str) -> None:
+    """The :data:`PAUSE_BEFORE_RENAME_ENV` hook (tests only): report ``tmp``, then wait to be killed."""
+    marker = os.environ.get(PAUSE_BEFORE_RENAME_ENV)
+    if not marker:
+        return
+    with open(marker + ".part", "w") as f:
+        f.write(tmp)
+    os.replace(marker + ".part", marker)  # the marker appears complete
+    while True:
+        time.sleep(1)
+
+
 def atomic_write(path: str, write: Callable[[BinaryIO], object]) -> None:
     """Create or replace ``path`` with what ``write(file)`` writes, atomically and durably.
 
@@ -223,6 +243,7 @@ def atomic_write(path: str, write: Callable[[BinaryIO], object]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        _pause_for_a_kill_if_asked(tmp)
         os.replace(tmp, path)
         _fsync_dir(folder)
     except BaseException:

@@ -5,8 +5,10 @@ Each test is one promise of docs/RELIABILITY.md.
 
 from __future__ import annotations
 
+import io
 import multiprocessing as mp
 import os
+import re
 import resource
 import signal
 import struct
@@ -18,10 +20,11 @@ import pytest
 import torch
 
 import main
-from ops.checkpoint import CheckpointError
+from ops.checkpoint import CheckpointError, read_checkpoint
 from ops.checkpoint_io import (
     CKPT_NAME,
     PREV_NAME,
+    PAUSE_BEFORE_RENAME_ENV,
     CheckpointWriteError,
     atomic_save,
     read_verified_checkpoint,
@@ -58,35 +61,124 @@ def temp_files(folder: Path) -> list[str]:
     return [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
 
 
-@pytest.mark.slow
-def test_sigkill_at_random_moments_of_a_save_leaves_old_or_new_checkpoint(tmp_path):
-    """Kill the writer at 30 random points of a 16 MiB save: the file always loads, verifies and is v or v+1."""
-    save_checkpoint(big_state(0), str(tmp_path))
-    start = time.perf_counter()
-    save_checkpoint(big_state(1), str(tmp_path))
-    duration = time.perf_counter() - start
-    rng = np.random.default_rng(0)
-    version, outcomes = 1, {"old": 0, "new": 0}
-    for _ in range(30):
-        child = FORK.Process(target=_save_in_child, args=(str(tmp_path), version + 1))
-        child.start()
-        time.sleep(float(rng.uniform(0, 1.6 * duration)))  # past the end too: the rename and sync
-        os.kill(child.pid, signal.SIGKILL)
+#: The stages of a save (``save_checkpoint``) at which the writer is killed, and what must be left:
+#: the old checkpoint until the rename of the new one, the new one from then on.
+KILL_STAGES = {
+    "linking ckpt.prev.pth.tar": "old",  # keep_previous: hard link made, not yet renamed into place
+    "writing the temporary file": "old",  # half of the new file's bytes written and synced
+    "before the rename": "old",  # the new file complete and synced (the PAN_TEST_PAUSE_BEFORE_RENAME hook)
+    "after the rename": "new",  # renamed into place, the folder not yet synced
+}
+_REAL_REPLACE, _REAL_LINK, _REAL_SAVE = os.replace, os.link, torch.save
+
+
+def _pause(marker: str, note: str) -> None:
+    """Tell the parent where this writer stopped, then wait for its SIGKILL."""
+    with open(marker + ".part", "w") as f:
+        f.write(note)
+    _REAL_REPLACE(marker + ".part", marker)
+    while True:
+        time.sleep(1)
+
+
+def _save_paused_at(folder: str, version: int, stage: str, marker: str) -> None:
+    """In a forked child: save ``version``, stopping at ``stage`` of KILL_STAGES until killed.
+
+    The pauses wrap the real calls of this child only; the save itself is the real one.
+    """
+    if stage == "linking ckpt.prev.pth.tar":
+        def link(src, dst, *args, **kwargs):
+            _REAL_LINK(src, dst, *args, **kwargs)
+            _pause(marker, dst)
+        os.link = link
+    elif stage == "writing the temporary file":
+        def half_save(obj, f, *args, **kwargs):
+            buffer = io.BytesIO()
+            _REAL_SAVE(obj, buffer, *args, **kwargs)
+            data = buffer.getvalue()
+            f.write(data[: len(data) // 2])
+            f.flush()
+            os.fsync(f.fileno())
+            _pause(marker, "half written")
+        torch.save = half_save
+    elif stage == "before the rename":
+        os.environ[PAUSE_BEFORE_RENAME_ENV] = marker  # the hook inside atomic_write
+    elif stage == "after the rename":
+        def replace(src, dst, *args, **kwargs):
+            _REAL_REPLACE(src, dst, *args, **kwargs)
+            if os.path.basename(dst) == CKPT_NAME:
+                _pause(marker, dst)
+        os.replace = replace
+    save_checkpoint(big_state(version, SAVE_MIB), folder)
+    os._exit(3)  # not reached: the save stops at its stage
+
+
+def kill_during_save(folder: Path, version: int, stage: str) -> list[Path]:
+    """Fork a writer of ``version``, SIGKILL it once it has reached ``stage``; returns the temporary files then present."""
+    marker = folder.parent / "writer_paused_here"
+    marker.unlink(missing_ok=True)
+    child = FORK.Process(target=_save_paused_at, args=(str(folder), version, stage, str(marker)))
+    child.start()
+    try:
+        deadline = time.monotonic() + 120  # a guard against a hang, not a timing condition
+        while not marker.exists():
+            assert child.is_alive() or marker.exists(), f"the save ended (exit {child.exitcode}) before {stage!r}"
+            assert time.monotonic() < deadline, f"the save never reached {stage!r}"
+            time.sleep(0.01)
+        temps = sorted(p for p in folder.iterdir() if p.name.endswith(".tmp"))
+    finally:
+        if child.exitcode is None:
+            os.kill(child.pid, signal.SIGKILL)
         child.join()
-        found = read_verified_checkpoint(str(tmp_path / CKPT_NAME))["epoch"]
-        assert found in (version, version + 1)
-        outcomes["new" if found == version + 1 else "old"] += 1
+    assert child.exitcode == -signal.SIGKILL
+    return temps
+
+
+SAVE_MIB = 8
+
+
+def test_sigkill_at_each_stage_of_a_save_leaves_old_or_new_checkpoint(tmp_path):
+    """Kill the writer of an 8 MiB checkpoint at each stage of a save, twice over: what is left always
+    loads, verifies and is the old version until the rename, the new one after; the next save cleans up."""
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    save_checkpoint(big_state(0, SAVE_MIB), str(folder))
+    save_checkpoint(big_state(1, SAVE_MIB), str(folder))
+    version, outcomes = 1, []
+    for stage, expected in [*KILL_STAGES.items(), *KILL_STAGES.items()]:
+        temps = kill_during_save(folder, version + 1, stage)
+        found = read_verified_checkpoint(str(folder / CKPT_NAME))["epoch"]
+        assert found == (version if expected == "old" else version + 1), stage
+        previous = read_verified_checkpoint(str(folder / PREV_NAME))["epoch"]
+        # ckpt.prev.pth.tar becomes the old checkpoint once its link is renamed into place.
+        assert previous == (version - 1 if stage == "linking ckpt.prev.pth.tar" else version), stage
+        if stage == "writing the temporary file":  # the kill landed inside the write of the new file
+            assert len(temps) == 1 and temps[0].name.startswith(f".{CKPT_NAME}.")
+            with pytest.raises(CheckpointError, match="corrupt"):
+                read_verified_checkpoint(str(temps[0]))
+        if stage == "before the rename":  # the new file was complete, only the rename was missing
+            assert len(temps) == 1 and read_verified_checkpoint(str(temps[0]))["epoch"] == version + 1
+        if stage == "linking ckpt.prev.pth.tar":
+            assert [t.name.startswith(f".{PREV_NAME}.") for t in temps] == [True]
+        outcomes.append((stage, expected))
         version = found
-        if (tmp_path / PREV_NAME).exists():
-            verify_checkpoint(str(tmp_path / PREV_NAME))
-        assert len(temp_files(tmp_path)) <= 2
-    save_checkpoint(big_state(version + 1), str(tmp_path))
-    assert temp_files(tmp_path) == []  # leftovers of killed writers are cleaned by the next save
-    print(f"30 kill points: {outcomes['old']} old, {outcomes['new']} new, 0 corrupt")
+    mid_write = [s for s, e in outcomes if s in ("writing the temporary file", "before the rename")]
+    assert len(mid_write) == 4 and len(outcomes) == 8
+    save_checkpoint(big_state(version + 1, SAVE_MIB), str(folder))
+    assert temp_files(folder) == []  # leftovers of killed writers are cleaned by the next save
+    assert read_verified_checkpoint(str(folder / CKPT_NAME))["epoch"] == version + 1
+    assert read_verified_checkpoint(str(folder / PREV_NAME))["epoch"] == version
 
 
-@pytest.mark.parametrize("damage", ["truncate", "empty", "bitflip"])
-def test_damaged_checkpoint_is_reported_corrupt_with_its_path(tmp_path, damage):
+@pytest.mark.parametrize(
+    "damage, reported",
+    [
+        ("truncate", "is corrupt or truncated"),  # the loader fails
+        ("empty", "is empty"),
+        ("bitflip", "is corrupt: its content hash is"),  # the file loads: only the hash can tell
+    ],
+)
+def test_damaged_checkpoint_is_reported_corrupt_with_its_path(tmp_path, damage, reported):
     path = tmp_path / CKPT_NAME
     atomic_save(big_state(3, mib=1), str(path))
     data = bytearray(path.read_bytes())
@@ -95,10 +187,20 @@ def test_damaged_checkpoint_is_reported_corrupt_with_its_path(tmp_path, damage):
     elif damage == "empty":
         data = bytearray()
     else:
-        # One bit of a weight (not of zip padding): the file still loads, only the hash can tell.
-        data[data.find(struct.pack("<4f", 3.0, 3.0, 3.0, 3.0)) + 5] ^= 0x01
+        # One bit of a weight (not of zip padding or headers): the 2nd value of the first run of 3.0s.
+        at = data.find(struct.pack("<4f", 3.0, 3.0, 3.0, 3.0))
+        assert at > 0, "no weight bytes found to flip"
+        data[at + 5] ^= 0x01
     path.write_bytes(bytes(data))
-    with pytest.raises(CheckpointError, match=str(path)):
+    if damage == "bitflip":
+        # The premise: the damaged file still loads (weights_only) as a checkpoint whose state dict
+        # differs from the saved one in exactly one weight; no loader error could report it.
+        loaded = read_checkpoint(str(path))
+        changed = {name: torch.nonzero(t != 3.0).flatten().tolist() for name, t in loaded["state_dict"].items()}
+        assert sorted(changed) == ["w0", "w1", "w2", "w3"] and loaded["epoch"] == 3
+        assert sum(len(i) for i in changed.values()) == 1 and changed["w0"] == [1]
+        assert loaded["state_dict"]["w0"][1].item() == struct.unpack("<f", bytes(data[at + 4 : at + 8]))[0]
+    with pytest.raises(CheckpointError, match=f"checkpoint {re.escape(str(path))} {reported}"):
         verify_checkpoint(str(path))
 
 
