@@ -19,7 +19,7 @@ import torch
 
 import main
 from ops.checkpoint import CheckpointError
-from ops.checkpoint_io import CKPT_NAME, atomic_save, read_verified_checkpoint
+from ops.checkpoint_io import CKPT_NAME, PAUSE_BEFORE_RENAME_ENV, atomic_save, read_verified_checkpoint
 from ops.lr_schedule import EpochLR, lr_factor
 from ops.train_args import get_args_parser
 from tests.test_train_support import (  # noqa: F401 (one_thread: an autouse fixture)
@@ -41,8 +41,20 @@ def data(tmp_path_factory) -> Path:
 
 
 
-def _train_in_child(data: Path, out: Path, extra: tuple[str, ...]) -> None:
+def _train_in_child(data: Path, out: Path, extra: tuple[str, ...], pause_at: tuple[int, int] | None = None,
+                    marker: str = "") -> None:
+    """Train in a forked child; with ``pause_at=(epoch, step)``, the save of that mid-epoch checkpoint
+    stops before its rename (the PAN_TEST_PAUSE_BEFORE_RENAME hook) and waits there to be killed."""
     torch.set_num_threads(1)
+    if pause_at is not None:
+        real_save = main.save_checkpoint
+
+        def save_checkpoint(state, *args, **kwargs):
+            if (state["epoch"], state["step_in_epoch"]) == pause_at:
+                os.environ[PAUSE_BEFORE_RENAME_ENV] = marker
+            return real_save(state, *args, **kwargs)
+
+        main.save_checkpoint = save_checkpoint
     try:
         train(data, out, *extra)
     finally:
@@ -77,20 +89,23 @@ def test_sigkill_mid_epoch_then_resume_is_bit_exact(data, tmp_path):
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     train(data, reference, *EXACT)
 
-    child = FORK.Process(target=_train_in_child, args=(data, killed, EXACT))
+    # The kill lands at a fixed point, whatever the machine's load: the run stops inside the save
+    # of the step-4 checkpoint of epoch 1 (written, not yet renamed) and is killed there. The
+    # step-2 checkpoint is then the latest, and steps 3 and 4 are lost.
+    marker = tmp_path / "paused_before_rename"
+    child = FORK.Process(target=_train_in_child, args=(data, killed, EXACT, (1, 4), str(marker)))
     child.start()
-    # Kill once step 2 of epoch 1 is logged: the mid-epoch checkpoint after its
-    # 2nd step is then complete, and the rest of the epoch is lost.
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and child.is_alive():
-        if steps_file(killed).exists() and len(steps_file(killed).read_text().splitlines()) >= 1 + 6 + 3:
-            break
-        time.sleep(0.005)
-    assert child.is_alive(), "the run ended before it could be killed"
+    deadline = time.monotonic() + 300  # a guard against a hang, not a timing condition
+    while not marker.exists():
+        assert child.is_alive() or marker.exists(), "the run ended before reaching the step-4 save"
+        assert time.monotonic() < deadline, "the run never reached the step-4 save"
+        time.sleep(0.01)
     os.kill(child.pid, signal.SIGKILL)
     child.join()
+    assert child.exitcode == -signal.SIGKILL
     ckpt = read_verified_checkpoint(str(killed / "ckpt" / "run" / CKPT_NAME))
-    assert ckpt["epoch"] == 1 and ckpt["step_in_epoch"] in (2, 4)  # a mid-epoch checkpoint
+    assert (ckpt["epoch"], ckpt["step_in_epoch"]) == (1, 2)  # the mid-epoch checkpoint before the kill
+    assert step_lines(killed)[-1][0] == (1, 3)  # steps.tsv counts from 0: steps 3 and 4 were trained, then lost
 
     train(data, killed, *EXACT, "--resume", "auto")
     assert f"epoch 1, step {ckpt['step_in_epoch']}" in (killed / "log" / "run" / "log.txt").read_text()
