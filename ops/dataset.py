@@ -14,7 +14,11 @@ function of ``(seed, epoch, i)`` whatever the worker or the resume point.
 Bad data stops with a message naming the list file and line, or the file:
 :class:`ListFileError` for the list (every bad line at once),
 :class:`SampleLoadError` for frames and videos. No frame is ever replaced by
-another one.
+another one. Every decoder failure of one sample, of any exception type (PIL,
+PyAV, numpy), is a :class:`SampleLoadError` naming the file and the list line,
+so the caller's bad-data policy applies to it; frames larger than
+:data:`ops.video_reader.MAX_FRAME_PIXELS` are refused from their header,
+before decoding.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,7 +39,7 @@ from torch.utils.data import Dataset
 from ops import sampling
 from ops.lmdb_store import FrameStore, frame_key
 from ops.transforms import ClipTransform, FrameDecodeError
-from ops.video_reader import VideoReadError, count_frames, read_frames
+from ops.video_reader import VideoReadError, check_frame_size, count_frames, read_frames
 
 logger = logging.getLogger(__name__)
 
@@ -149,16 +154,65 @@ def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, index])
 
 
+def _describe(err: BaseException) -> str:
+    # PIL's OSErrors say what failed; for anything else (DecompressionBombError,
+    # struct.error, numpy errors) the type is the useful part.
+    return str(err) if isinstance(err, (UnidentifiedImageError, OSError, SyntaxError)) else \
+        f"{type(err).__name__}: {err}"
+
+
 def _open_image_bytes(data: bytes | None, name: str) -> Image.Image:
-    """A lazily decoded image (so a transform may choose a draft size); header errors raise here."""
+    """A lazily decoded image (so a transform may choose a draft size); header errors raise here.
+
+    A header claiming more than :data:`~ops.video_reader.MAX_FRAME_PIXELS` is refused
+    before anything is decoded.
+    """
     if data is None:
         raise SampleLoadError(name, "missing frame")
     if len(data) == 0:
         raise SampleLoadError(name, "empty image file")
     try:
-        return Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise SampleLoadError(name, f"not a readable image: {e}") from None
+        img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        # PIL refuses (not as an OSError) before we can see the size; read it from the header ourselves.
+        size = _header_size(data)
+        reason = check_frame_size(*size) if size else None
+        raise SampleLoadError(name, reason or "not a readable image: header claims a decompression bomb") from None
+    except Exception as e:  # any failure of the decoder on these bytes is this frame's problem
+        raise SampleLoadError(name, f"not a readable image: {_describe(e)}") from None
+    too_big = check_frame_size(*img.size)
+    if too_big:
+        raise SampleLoadError(name, too_big)
+    return img
+
+
+_PIL_LIMIT_LOCK = threading.Lock()
+
+
+def _header_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` from an image header, read with PIL's size limit lifted (nothing is decoded)."""
+    # PIL has no per-call limit; the lock keeps concurrent checks (check_records' threads)
+    # from restoring each other's lifted value. Other threads opening images meanwhile
+    # still meet our own, lower, limit right after opening.
+    with _PIL_LIMIT_LOCK:
+        limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                return img.size
+        except Exception:  # the caller reports the frame as unreadable without a size
+            return None
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+
+
+def decode_image_bytes(data: bytes | None, name: str) -> None:
+    """Fully decode one frame's bytes; :class:`SampleLoadError` naming ``name`` on any failure."""
+    img = _open_image_bytes(data, name)
+    try:
+        img.load()
+    except Exception as e:  # see _open_image_bytes
+        raise SampleLoadError(name, f"cannot decode image: {_describe(e)}") from None
 
 
 def load_folder_frames(folder: str, image_tmpl: str, numbers: Sequence[int]) -> tuple[list[Image.Image], list[str]]:
@@ -194,8 +248,8 @@ def _decode_all(frames: list, names: list[str]) -> list[np.ndarray]:
             continue
         try:
             out.append(np.asarray(img.convert("RGB")))
-        except (OSError, SyntaxError, ValueError) as e:
-            raise SampleLoadError(name, f"cannot decode image: {e}") from None
+        except Exception as e:  # PIL or numpy, any kind: this frame's problem
+            raise SampleLoadError(name, f"cannot decode image: {_describe(e)}") from None
     return out
 
 
@@ -302,7 +356,10 @@ class TSNDataSet(Dataset):
             frames = []
             for k, d, name in zip(keys, datas, names):
                 if k not in cache:
-                    cache[k] = _open_image_bytes(d, name)
+                    try:
+                        cache[k] = _open_image_bytes(d, name)
+                    except SampleLoadError as e:
+                        raise SampleLoadError(e.path, f"{e.reason} (listed at {record.where})") from None
                 frames.append(cache[k])
             return frames, names
         try:
@@ -327,6 +384,18 @@ class TSNDataSet(Dataset):
                 x = self.transform(frames, rng)
         except FrameDecodeError as e:
             raise SampleLoadError(names[e.frame_index], f"{e.reason} (listed at {record.where})") from None
+        except SampleLoadError as e:
+            if record.where in e.reason:
+                raise
+            raise SampleLoadError(e.path, f"{e.reason} (listed at {record.where})") from None
+        except Exception as e:
+            # The frames are decoded lazily inside the transform, so a decoder failure of any
+            # type surfaces here; which frame is unknown, so the clip is named. (A bug in a
+            # transform fails every sample and stops training at --max-bad-in-row, its type shown.)
+            raise SampleLoadError(
+                self._full_path(record),
+                f"decoding or transforming the clip failed: {type(e).__name__}: {e} (listed at {record.where})",
+            ) from None
         return x, label
 
 
@@ -355,9 +424,18 @@ def _check_one(
         return []
     if store is not None:
         numbers = range(1, record.num_frames + 1) if check_frames else (1, record.num_frames)
-        keys = [frame_key(record.path, image_tmpl, n) for n in numbers]
-        return [f"{where}: {store.path}:{k.decode('utf-8')}: {'missing frame' if d is None else 'empty frame'}"
-                for k, d in zip(keys, store.get_many(keys)) if not d]
+        keys = [frame_key(record.path, image_tmpl, n) for n in dict.fromkeys(numbers)]
+        problems = []
+        for k, d in zip(keys, store.get_many(keys)):
+            name = f"{store.path}:{k.decode('utf-8')}"
+            if not d:
+                problems.append(f"{where}: {name}: {'missing frame' if d is None else 'empty frame'}")
+            elif check_frames:
+                try:
+                    decode_image_bytes(d, name)
+                except SampleLoadError as e:
+                    problems.append(f"{where}: {name}: {e.reason}")
+        return problems
     if not os.path.isdir(path):
         return [f"{where}: {path}: frame folder does not exist"]
     numbers = range(1, record.num_frames + 1) if check_frames else (1, record.num_frames)
@@ -373,10 +451,13 @@ def _check_one(
             problems.append(f"{where}: {name}: empty image file")
         elif check_frames:
             try:
-                with Image.open(name) as img:
-                    img.load()
-            except (OSError, SyntaxError, ValueError) as e:
-                problems.append(f"{where}: {name}: cannot decode image: {e}")
+                with open(name, "rb") as f:
+                    data = f.read()
+                decode_image_bytes(data, name)
+            except OSError as e:
+                problems.append(f"{where}: {name}: cannot read frame: {e}")
+            except SampleLoadError as e:
+                problems.append(f"{where}: {name}: {e.reason}")
     return problems
 
 

@@ -23,6 +23,22 @@ logger = logging.getLogger(__name__)
 #: next wanted frame is further than this; nearer ones are reached faster by decoding on.
 SEEK_GAP = 24
 
+#: Largest frame (width x height) that any reader decodes: frame images
+#: (:mod:`ops.dataset`, LMDB stores) and video streams. 2**25 pixels holds 8K UHD
+#: (7680 x 4320) and bounds one decoded RGB frame to 96 MiB; a header claiming
+#: more is refused as a bad sample *before* decoding, so a corrupt or hostile
+#: header cannot exhaust a worker's memory. (PIL's own limit is far higher: it
+#: only warns up to 179 Mpx.) Larger sources: resize with ``tools/vid2img.py --short_side``.
+MAX_FRAME_PIXELS = 2**25
+
+
+def check_frame_size(width: int, height: int) -> str | None:
+    """The reason a ``width x height`` frame is refused, or None when it is within :data:`MAX_FRAME_PIXELS`."""
+    if width * height > MAX_FRAME_PIXELS:
+        return (f"frame size {width}x{height} ({width * height} pixels) is above the limit of "
+                f"{MAX_FRAME_PIXELS} pixels (ops.video_reader.MAX_FRAME_PIXELS); refused before decoding")
+    return None
+
 
 class VideoReadError(OSError):
     """A video could not be opened or decoded, or has fewer frames than asked."""
@@ -33,14 +49,28 @@ class VideoReadError(OSError):
         self.reason = reason
 
 
+def _describe(err: BaseException) -> str:
+    # FFmpeg's messages say what failed; for anything else the type is the useful part.
+    return str(err) if isinstance(err, (av.FFmpegError, OSError)) else f"{type(err).__name__}: {err}"
+
+
 def _open(path: str):
     try:
         container = av.open(path)
-    except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
-        raise VideoReadError(path, f"cannot open video: {e}") from None
-    if not container.streams.video:
+    except Exception as e:  # any failure of the demuxer on this file is the file's problem
+        raise VideoReadError(path, f"cannot open video: {_describe(e)}") from None
+    try:
+        if not container.streams.video:
+            raise VideoReadError(path, "no video stream")
+        codec = container.streams.video[0].codec_context
+        too_big = check_frame_size(codec.width or 0, codec.height or 0)
+        if too_big:
+            raise VideoReadError(path, too_big)
+    except Exception as e:
         container.close()
-        raise VideoReadError(path, "no video stream")
+        if isinstance(e, VideoReadError):
+            raise
+        raise VideoReadError(path, f"cannot read the video stream: {_describe(e)}") from None
     return container
 
 
@@ -59,8 +89,8 @@ def count_frames(path: str, decode: bool = False) -> int:
         try:
             for _ in container.decode(stream):
                 n += 1
-        except av.FFmpegError as e:
-            raise VideoReadError(path, f"decoding failed after {n} frames: {e}") from None
+        except Exception as e:  # FFmpeg or PyAV, any kind: the file's problem
+            raise VideoReadError(path, f"decoding failed after {n} frames: {_describe(e)}") from None
         return n
 
 
@@ -118,6 +148,10 @@ def read_frames(path: str, indices: Iterable[int], seek: bool = True) -> list[np
                     last = idx
                     if idx < wanted[k]:
                         continue
+                    # A stream may change resolution mid-way; the header check alone is not enough.
+                    too_big = check_frame_size(frame.width, frame.height)
+                    if too_big:
+                        raise VideoReadError(path, f"{too_big} (frame {idx + 1})")
                     arr = frame.to_ndarray(format="rgb24")
                     # A variable-rate stream may skip numbers: the frame at or after a time stands for it.
                     while k < len(wanted) and wanted[k] <= idx:
@@ -128,8 +162,10 @@ def read_frames(path: str, indices: Iterable[int], seek: bool = True) -> list[np
                         break
                 if exhausted:
                     break
-        except av.FFmpegError as e:
-            raise VideoReadError(path, f"decoding failed near frame {last + 1}: {e}") from None
+        except VideoReadError:
+            raise
+        except Exception as e:  # FFmpeg, PyAV or numpy, any kind: the file's problem
+            raise VideoReadError(path, f"decoding failed near frame {last + 1}: {_describe(e)}") from None
     if k < len(wanted):
         raise VideoReadError(
             path, f"video has {last + 1} decodable frames but frame {wanted[k] + 1} (1-based) was asked"
