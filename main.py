@@ -17,6 +17,7 @@ validation every ``--eval-freq`` epochs and a checkpoint at every epoch end
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import re
@@ -62,7 +63,8 @@ from ops.models import PAN
 from ops.run_folder import OutputFolderError, RunFolder, check_writable, warn_if_low_space
 from ops.runtime import DistInfo, cleanup_distributed, init_distributed, resolve_device, setup_logging
 from ops.sampler import ResumableSampler, ShardSampler, loader_generator, seed_worker
-from ops.train_args import UsageError, check_args, default_store_name, get_args_parser
+from ops.run_plan import build_on_meta, training_plan
+from ops.train_args import UsageError, check_args, get_args_parser, resolve_args
 from ops.transforms import eval_transform, train_transform
 
 logger = logging.getLogger("main")
@@ -156,16 +158,30 @@ def _good_records(path: str, problems: list[str]) -> list[VideoRecord]:
             for lineno, line in enumerate(lines, 1) if line.strip() and lineno not in bad]
 
 
-def build_model(args: argparse.Namespace, num_class: int) -> PAN:
-    fc_lr5 = args.fc_lr5
-    if fc_lr5 is None:  # the published rule
-        fc_lr5 = not (args.tune_from and args.dataset in args.tune_from)
+def effective_fc_lr5(args: argparse.Namespace) -> bool:
+    """``--fc_lr5`` when given, else the published rule: on unless ``--tune_from`` names this dataset."""
+    if args.fc_lr5 is not None:
+        return args.fc_lr5
+    return not (args.tune_from and args.dataset in args.tune_from)
+
+
+def build_model(args: argparse.Namespace, num_class: int, pretrain: str | None = "from args") -> PAN:
+    """The model ``args`` describe; ``pretrain`` overrides ``--pretrain`` (the dry run builds without weights)."""
     return PAN(
         num_class, args.num_segments, args.modality, base_model=args.arch, consensus_type=args.consensus_type,
-        dropout=args.dropout, partial_bn=not args.no_partialbn, pretrain=args.pretrain, is_shift=args.shift,
-        shift_div=args.shift_div, shift_place=args.shift_place, fc_lr5=fc_lr5, temporal_pool=args.temporal_pool,
-        data_length=args.data_length, has_VAP=args.VAP,
+        dropout=args.dropout, partial_bn=not args.no_partialbn,
+        pretrain=args.pretrain if pretrain == "from args" else pretrain, is_shift=args.shift,
+        shift_div=args.shift_div, shift_place=args.shift_place, fc_lr5=effective_fc_lr5(args),
+        temporal_pool=args.temporal_pool, data_length=args.data_length, has_VAP=args.VAP,
     )
+
+
+def dry_run(args: argparse.Namespace) -> dict:
+    """The resolved run as a JSON-ready dict; reads no data, creates and writes nothing."""
+    cfg = dataset_config(args)
+    model = build_on_meta(lambda: build_model(args, cfg.num_class, pretrain=None))
+    return training_plan(args, cfg, model, effective_fc_lr5(args), os.path.join(args.root_log, args.store_name),
+                         os.path.join(args.root_model, args.store_name))
 
 
 def build_datasets(cfg: DatasetConfig, args: argparse.Namespace, model: PAN) -> tuple[SubstitutingDataset, TSNDataSet]:
@@ -270,8 +286,17 @@ def gather_rng_states(info: DistInfo) -> list[dict]:
 
 
 def main(args: argparse.Namespace) -> dict:
-    """Train (or with ``--evaluate`` only validate); returns ``{"best_prec1", "last": metrics}``."""
+    """Train (or with ``--evaluate`` only validate); returns ``{"best_prec1", "last": metrics}``.
+
+    With ``--dry-run`` nothing is trained: the resolved run (see :mod:`ops.run_plan`) is returned.
+    """
     check_args(args)
+    resolve_args(args)
+    if args.dry_run:
+        return dry_run(args)
+    if args.gpus is not None:
+        logger.warning("--gpus %s is ignored: choose devices with --device, CUDA_VISIBLE_DEVICES and torchrun",
+                       args.gpus)
     device = resolve_device(args.device)
     if args.sync_bn and device.type != "cuda":
         raise UsageError("--sync_bn needs CUDA: SyncBatchNorm does not run on CPU; drop --sync_bn "
@@ -286,7 +311,6 @@ def main(args: argparse.Namespace) -> dict:
 
 
 def _train(args: argparse.Namespace, device: torch.device, info: DistInfo) -> dict:
-    args.store_name = args.store_name or default_store_name(args)
     log_dir = os.path.join(args.root_log, args.store_name)
     model_dir = os.path.join(args.root_model, args.store_name)
     if info.is_main:  # before any data is read: a bad output path fails in seconds
@@ -473,7 +497,7 @@ def cli(argv: list[str] | None = None) -> int:
     parser = get_args_parser()
     args = parser.parse_args(argv)
     try:
-        main(args)
+        result = main(args)
     except UsageError as err:
         parser.error(str(err))
     except EXPECTED_ERRORS as err:
@@ -482,6 +506,8 @@ def cli(argv: list[str] | None = None) -> int:
                 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
             logger.error("%s", err)
         return 1
+    if args.dry_run:
+        print(json.dumps(result, indent=2, default=str))
     return 0
 
 

@@ -55,11 +55,21 @@ from ops.evaluation import (
     write_submission,
     write_text_atomic,
 )
-from ops.inference import AMP_DTYPES, InferenceOptions, load_checkpoint_model, prepare_model, run_batch
+from ops.inference import (
+    AMP_DTYPES,
+    InferenceOptions,
+    load_checkpoint_model,
+    prepare_model,
+    read_checked_checkpoint,
+    resolve_model_config,
+    run_batch,
+)
+from ops.inference import build_model as build_config_model
 from ops.models import PAN
 from ops.runtime import DEVICE_CHOICES, cleanup_distributed, init_distributed, resolve_device, setup_logging
+from ops.run_plan import build_on_meta
 from ops.sampling import num_test_views
-from ops.transforms import eval_transform
+from ops.transforms import default_scale_size, eval_transform
 
 logger = logging.getLogger("test_models")
 
@@ -96,7 +106,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="soft-max each model's video scores before the ensemble sum")
     parser.add_argument("--batch_size", type=int, default=1,
                         help="videos per forward, per process (each brings all its views)")
-    parser.add_argument("-j", "--workers", type=int, default=4, help="data loading worker processes per process")
+    parser.add_argument("-j", "--workers", type=int, default=8, help="data loading worker processes per process")
     parser.add_argument("--VAP", action=bool_flag, default=None,
                         help="the model has a VAP head; default: what the checkpoint says")
     parser.add_argument("--test_list", "--val_list", dest="test_list", default=None,
@@ -114,6 +124,13 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "CUDA_VISIBLE_DEVICES and torchrun instead")
     parser.add_argument("--input_size", type=int, default=None,
                         help="crop size; default: the model's (224); the resize size is 256/224 of it")
+    parser.add_argument("--lmdb", default=None,
+                        help="read frames from this LMDB store (tools/build_lmdb.py); default: frame files")
+    # --- published flags that change nothing here
+    parser.add_argument("--img_feature_dim", type=int, default=256, help="unused by PAN (as in the published code)")
+    parser.add_argument("--num_set_segments", type=int, default=1, help="unused (as in the published code)")
+    parser.add_argument("--pretrain", default="imagenet",
+                        help="unused: evaluation loads every weight from --weights")
     # --- model overrides (default: from the checkpoint)
     parser.add_argument("--modality", default=None, help="override every checkpoint's modality (RGB, PA, Lite)")
     parser.add_argument("--arch", default=None, help="override every checkpoint's backbone")
@@ -151,6 +168,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "default: log/eval_<dataset>_<date-time>")
     parser.add_argument("--csv_topk", type=int, default=None,
                         help="categories per video in --csv_file; default: 5 for somethingv2, else 1")
+    parser.add_argument("--dry-run", dest="dry_run", action="store_true",
+                        help="print what would be evaluated (per model: configuration from the checkpoint's "
+                             "fields or file name, segments, views, crop and input size) as JSON and exit; "
+                             "reads no frames and writes nothing")
     return parser
 
 
@@ -214,6 +235,7 @@ def build_dataset(model: PAN, cfg: DatasetConfig, test_segments: int, args: argp
         cfg.root_path, cfg.val_list, num_segments=test_segments, new_length=model.new_length,
         image_tmpl=cfg.image_tmpl, transform=transform, mode="test", dense_sample=args.dense_sample,
         twice_sample=args.twice_sample, num_clips=args.num_clips, video=cfg.video, num_class=cfg.num_class,
+        lmdb_path=args.lmdb,
     )
 
 
@@ -299,8 +321,58 @@ def default_output_dir(dataset: str) -> str:
     return os.path.join("log", f"eval_{dataset}_{time.strftime('%Y%m%d-%H%M%S')}")
 
 
+def dataset_config(args: argparse.Namespace) -> DatasetConfig:
+    """The dataset to evaluate on; a custom one needs ``--val_list`` and ``--num_class``, never a training list."""
+    try:
+        return get_dataset_config(args.dataset, args.root_path, val_list=args.test_list, image_tmpl=args.image_tmpl,
+                                  num_class=args.num_class, video=args.video, training=False)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def dry_run(args: argparse.Namespace) -> dict:
+    """What :func:`main` would evaluate, as a JSON-ready dict; reads no frames and writes nothing.
+
+    A checkpoint that exists is read for its configuration fields; one that
+    does not is described by its file name (the released convention).
+    """
+    weights = [w for w in args.weights.split(",") if w.strip()]
+    segments = parse_list(args.test_segments, len(weights), int, "--test_segments") or [None] * len(weights)
+    coeffs = parse_list(args.coeff, len(weights), float, "--coeff") or [1.0] * len(weights)
+    cfg = dataset_config(args)
+    views = args.test_crops * num_test_views(args.twice_sample, args.dense_sample, args.num_clips)
+    models = []
+    for path, num_segments, coeff in zip(weights, segments, coeffs):
+        checkpoint = read_checked_checkpoint(path) if os.path.exists(path) else {"state_dict": {}}
+        resolved = resolve_model_config(checkpoint, path, model_overrides(args, num_segments))
+        model = build_on_meta(lambda: build_config_model(resolved.config, cfg.num_class))
+        crop = args.input_size or model.crop_size
+        scale = default_scale_size(crop)
+        side = scale if args.full_res else crop
+        models.append({
+            "weights": path, "file_found": os.path.exists(path), "coeff": coeff,
+            "config": resolved.config, "sources": resolved.sources, "frames_per_segment": model.new_length,
+            "views": views, "crop_size": side, "scale_size": scale,
+            "input_shape": [args.batch_size * views, model.num_segments * model.new_length * 3, side, side],
+        })
+    return {
+        "dataset": {"name": cfg.name, "num_class": cfg.num_class, "root_path": cfg.root_path,
+                    "list": cfg.val_list, "image_tmpl": cfg.image_tmpl, "video": cfg.video},
+        "views": {"test_crops": args.test_crops, "twice_sample": args.twice_sample,
+                  "dense_sample": args.dense_sample, "num_clips": args.num_clips, "per_video": views,
+                  "full_res": args.full_res, "crop_fusion_type": args.crop_fusion_type},
+        "batch_size": args.batch_size, "workers": args.workers, "softmax": args.softmax,
+        "models": models, "args": {k: v for k, v in sorted(vars(args).items())},
+    }
+
+
 def main(args: argparse.Namespace) -> dict:
-    """Evaluate; returns the metrics (a dict as in ``metrics.json``) on every process."""
+    """Evaluate; returns the metrics (a dict as in ``metrics.json``) on every process.
+
+    With ``--dry-run``, returns :func:`dry_run`'s description instead and evaluates nothing.
+    """
+    if args.dry_run:
+        return dry_run(args)
     device = resolve_device(args.device)
     dist_info = init_distributed(device)
     setup_logging(dist_info.is_main)
@@ -324,8 +396,7 @@ def _run(args: argparse.Namespace, device: torch.device, dist_info) -> dict:
         check_output_dir(output_dir)  # before any model or data is loaded
         write_text_atomic(os.path.join(output_dir, "args.json"), json.dumps(vars(args), indent=2) + "\n")
 
-    cfg = get_dataset_config(args.dataset, args.root_path, val_list=args.test_list, image_tmpl=args.image_tmpl,
-                             num_class=args.num_class, video=args.video)
+    cfg = dataset_config(args)
     categories = None
     if args.csv_file:
         if not cfg.category_file:
@@ -377,7 +448,10 @@ USER_ERRORS = (UsageError, CheckpointError, SampleLoadError, ListFileError, File
 
 if __name__ == "__main__":
     try:
-        main(get_args_parser().parse_args())
+        parsed = get_args_parser().parse_args()
+        result = main(parsed)
+        if parsed.dry_run:
+            print(json.dumps(result, indent=2, default=str))
     except USER_ERRORS as err:
         logger.debug("details", exc_info=True)
         logging.getLogger("test_models").error("%s: %s", type(err).__name__, err)

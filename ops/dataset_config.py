@@ -48,7 +48,8 @@ class DatasetConfig:
     name: str
     num_class: int
     root_path: str
-    train_list: str
+    #: None only for a custom dataset configured for evaluation (no training list given).
+    train_list: str | None
     val_list: str
     category_file: str | None
     image_tmpl: str = "img_{:05d}.jpg"
@@ -64,7 +65,7 @@ class DatasetConfig:
 @dataclass(frozen=True)
 class _Entry:
     num_class: int
-    train_list: str
+    train_list: str | None
     val_list: str
     category_file: str | None
     image_tmpl: str = "img_{:05d}.jpg"
@@ -153,19 +154,22 @@ def get_dataset_config(
     category_file: str | None = None,
     flip: bool | None = None,
     dataset_file: str | None = None,
+    training: bool = True,
 ) -> DatasetConfig:
     """Build the configuration of dataset ``name``; every given override replaces the entry's value.
 
     Root: ``root_path`` if given, else ``$PAN_DATA_ROOT/<name>``, else the
     entry's built-in default (only ``synthetic`` has one). An unknown ``name``
-    is a custom dataset and needs ``train_list``, ``val_list`` and
-    ``num_class``. Raises ``ValueError`` with what is missing.
+    is a custom dataset and needs ``val_list`` and ``num_class``, and
+    ``train_list`` too when ``training`` (evaluation never needs one; its
+    ``train_list`` is then ``None``). Raises ``ValueError`` with what is missing.
     """
     entries = {**_REGISTRY, **_load_user_entries(dataset_file)}
     entry = entries.get(name)
     if entry is None:
-        missing = [flag for flag, v in (("--train_list", train_list), ("--val_list", val_list),
-                                        ("--num_class", num_class)) if v is None]
+        needed = (("--train_list", train_list),) if training else ()
+        needed += (("--val_list", val_list), ("--num_class", num_class))
+        missing = [flag for flag, v in needed if v is None]
         if missing:
             raise ValueError(
                 f"unknown dataset {name!r}: known datasets are {', '.join(sorted(entries))}; "

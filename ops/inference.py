@@ -116,6 +116,8 @@ def _fields_of_name(path: str) -> dict[str, Any]:
 
 
 def _fields_of_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
+    if not state_dict:  # no file read (a dry run): the keys imply nothing
+        return {}
     info = describe_state_dict(state_dict)
     renamed = {("base_model" if k == "arch" else k): v for k, v in info.items()}
     return {k: v for k, v in renamed.items() if k in CONFIG_FIELDS and v is not None}

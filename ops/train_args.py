@@ -8,6 +8,7 @@ Every boolean has a ``--no-...`` form, and every help text states the default.
 from __future__ import annotations
 
 import argparse
+import os
 
 from ops.checkpoint_io import RESUME_AUTO
 from ops.lr_schedule import LR_TYPES
@@ -72,8 +73,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--data_length", type=int, default=4, help="frames per segment for PA and Lite (m in the paper)")
     g.add_argument("--VAP", action=on_off, default=True, help="VAP head (the released models all use it)")
     g.add_argument("--base", choices=("TSN", "TSM"), default="TSM",
-                   help="model family: TSM allows --shift, TSN refuses it")
-    g.add_argument("--shift", action=on_off, default=False, help="temporal shift (TSM); the scripts turn it on")
+                   help="model family; as published, TSM switches the temporal shift on (1/8 blockres unless "
+                   "--shift_div/--shift_place say otherwise) and TSN keeps it off")
+    g.add_argument("--shift", action=on_off, default=None,
+                   help="temporal shift (TSM); default: on with --base TSM, off with --base TSN (which refuses it)")
     g.add_argument("--shift_div", type=int, default=8, help="1/shift_div of the channels shift each way")
     g.add_argument("--shift_place", choices=("blockres", "block"), default="blockres", help="where shifts go")
     g.add_argument("--temporal_pool", action=on_off, default=False, help="halve the segments after layer1")
@@ -92,19 +95,23 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--sync_bn", action=on_off, default=False, help="SyncBatchNorm across processes (CUDA only)")
 
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=80, help="number of epochs")
-    g.add_argument("-b", "--batch-size", dest="batch_size", type=int, default=64,
+    g.add_argument("--epochs", type=int, default=120, help="number of epochs (the published scripts pass 80 "
+                   "for Lite/PA and 50 for RGB)")
+    g.add_argument("-b", "--batch-size", dest="batch_size", type=int, default=128,
                    help="batch size PER PROCESS; the total is batch-size x processes (x --iter-size). Published "
                    "rule: lr 0.01 for a total of 64, linear in the total")
     g.add_argument("-i", "--iter-size", dest="iter_size", type=int, default=1,
                    help="gradient accumulation: one optimizer step every iter-size batches")
-    g.add_argument("--lr", "--learning-rate", dest="lr", type=float, default=0.01, help="base learning rate")
+    g.add_argument("--lr", "--learning-rate", dest="lr", type=float, default=0.001,
+                   help="base learning rate (the published scripts pass 0.01 for a total batch of 64)")
     g.add_argument("--lr_type", choices=LR_TYPES, default="step", help="step: x0.1 at each --lr_steps epoch; "
                    "cos: cosine from lr to 0 over --epochs; both evaluated at every step")
-    g.add_argument("--lr_steps", type=float, nargs="+", default=[30, 60], help="epochs of the x0.1 decays (step)")
+    g.add_argument("--lr_steps", type=float, nargs="+", default=[50, 100],
+                   help="epochs of the x0.1 decays (step; the published scripts pass 30 60, or 20 40 for RGB)")
     g.add_argument("--warmup", type=float, default=0.0, help="epochs of linear learning-rate warm-up")
     g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    g.add_argument("--weight-decay", "--wd", dest="weight_decay", type=float, default=5e-4, help="weight decay")
+    g.add_argument("--weight-decay", "--wd", dest="weight_decay", type=float, default=1e-4,
+                   help="weight decay (1e-4: the value the published code used, whatever its help text said)")
     g.add_argument("--clip-gradient", "--gd", dest="clip_gradient", type=float, default=20.0,
                    help="clip the gradient's total norm at this value; 0 turns clipping off")
     g.add_argument("--loss_type", choices=("nll",), default="nll", help="cross-entropy (the only published choice)")
@@ -120,13 +127,14 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="seed of the model init, sample order and augmentation")
     g.add_argument("--deterministic", action=on_off, default=False, help="deterministic kernels; with it a "
                    "resumed run reproduces an uninterrupted one bit for bit on CPU")
-    g.add_argument("--eval-freq", dest="eval_freq", type=int, default=5,
-                   help="validate every N epochs and after the last")
-    g.add_argument("--print-freq", dest="print_freq", type=int, default=20, help="log every N batches")
+    g.add_argument("--eval-freq", "-ef", dest="eval_freq", type=int, default=1,
+                   help="validate every N epochs and after the last (the best checkpoint is chosen among these)")
+    g.add_argument("--print-freq", "-p", dest="print_freq", type=int, default=20, help="log every N batches")
     g.add_argument("--root_log", default="log", help="parent of the run folder (log, args.json, tensorboard)")
     g.add_argument("--root_model", default="checkpoint", help="parent of the checkpoint folder")
     g.add_argument("--store_name", default=None, help="run name; default PAN_<modality>_<dataset>_<arch>"
-                   "[_shift8_blockres]_<consensus>_segment<T>_e<epochs>[_dense][_<suffix>], as published")
+                   "[_shift8_blockres][_tpool]_<consensus>_segment<T>_e<epochs>[_<pretrain>][_<lr_type>][_dense]"
+                   "[_<suffix>], as published (pretrain only when not imagenet, lr_type only when not step)")
     g.add_argument("--suffix", default=None, help="appended to the default store_name (default: none)")
     g.add_argument("--tensorboard", action=on_off, default=True, help="write tensorboardX scalars")
 
@@ -145,18 +153,56 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    "(judged once 1/fraction samples have been seen)")
     g.add_argument("--max-bad-in-row", dest="max_bad_in_row", type=int, default=10,
                    help="abort after this many failed sample loads in a row")
+    g.add_argument("--dry-run", dest="dry_run", action="store_true",
+                   help="print the resolved run (arguments after their side effects, store_name, model "
+                   "configuration, parameter groups, learning rate per epoch) as JSON on stdout and exit; "
+                   "reads no data and writes nothing")
+
+    g = p.add_argument_group("published flags without effect here")
+    g.add_argument("--gpus", nargs="+", type=int, default=None,
+                   help="ignored with a warning: pick devices with --device, CUDA_VISIBLE_DEVICES and torchrun")
+    g.add_argument("--img_feature_dim", type=int, default=256, help="unused by PAN (as in the published code)")
+    g.add_argument("--k", type=int, default=3, help="unused by PAN (as in the published code)")
+    g.add_argument("--snapshot_pref", default="", help="unused by PAN (as in the published code)")
+    g.add_argument("--flow_prefix", default="", help="unused: the Flow modality is not supported")
+    g.add_argument("--non_local", action="store_true", help="refused: non-local blocks are not implemented")
     return p
+
+
+def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
+    """Apply the published side effects of the arguments, in place, and return ``args``.
+
+    * ``--base TSM`` switches the temporal shift on unless ``--no-shift`` says
+      otherwise (the published ``main()`` did so, and the published scripts
+      rely on it); ``--base TSN`` keeps it off. Unlike the published code,
+      an explicit ``--shift_div``/``--shift_place`` is kept, not reset to 8/blockres.
+    * ``store_name`` gets the published default when none is given.
+    """
+    args.shift = shift_enabled(args)
+    args.store_name = args.store_name or default_store_name(args)
+    return args
+
+
+def shift_enabled(args: argparse.Namespace) -> bool:
+    """``--shift``/``--no-shift`` when given, else on exactly for ``--base TSM`` (the published rule)."""
+    return args.base == "TSM" if args.shift is None else bool(args.shift)
 
 
 def default_store_name(args: argparse.Namespace) -> str:
     """The published run name, e.g. ``PAN_Lite_something_resnet50_shift8_blockres_avg_segment8_e80``."""
     arch = args.arch
-    if args.shift:
+    if shift_enabled(args):
         arch += f"_shift{args.shift_div}_{args.shift_place}"
     if args.temporal_pool:
         arch += "_tpool"
     name = "_".join(["PAN", args.modality, args.dataset, arch, args.consensus_type,
                      f"segment{args.num_segments}", f"e{args.epochs}"])
+    if args.pretrain != "imagenet":
+        # The published code appended the value as is; a weights file contributes its stem, so the
+        # run name stays one folder name.
+        name += "_" + os.path.basename(str(args.pretrain)).split(".")[0]
+    if args.lr_type != "step":
+        name += f"_{args.lr_type}"
     if args.dense_sample:
         name += "_dense"
     if args.suffix:
@@ -166,6 +212,8 @@ def default_store_name(args: argparse.Namespace) -> str:
 
 def check_args(args: argparse.Namespace) -> None:
     """Refuse combinations that cannot work, before anything is loaded (:class:`UsageError`)."""
+    if args.non_local:
+        raise UsageError("--non_local: non-local blocks are not implemented in PAN")
     if args.shift and args.base == "TSN":
         raise UsageError("--shift needs --base TSM (TSN has no temporal shift)")
     for flag, value, low in (("--batch-size", args.batch_size, 1), ("--iter-size", args.iter_size, 1),

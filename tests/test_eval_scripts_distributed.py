@@ -19,6 +19,7 @@ from tests.test_eval_helpers import make_dataset, one_thread, run_eval, save_our
 
 DATASETS = ("something", "somethingv2", "kinetics", "ucf101", "hmdb51", "jester")
 VARIANTS = {"Lite": ["Lite"], "Full": ["RGB", "PA"], "En": ["Lite", "RGB", "PA"]}
+RELEASED = ("something", "somethingv2")
 
 
 def dry_run(script: str, *extra: str, nproc: int | None = None) -> list[str]:
@@ -40,9 +41,13 @@ def test_script_has_the_published_settings(dataset, variant):
     assert args.dataset == dataset and args.VAP and args.test_crops == 1
     weights = args.weights.split(",")
     assert args.test_segments.split(",") == ["8"] * len(weights)
+    if dataset in RELEASED:  # the released files, by their published names
+        assert all(w.startswith("pretrained/PAN_") for w in weights)
+    else:  # the best checkpoints of the matching training scripts, named by their run names
+        assert all(w.startswith("checkpoint/PAN_") and w.endswith("/ckpt.best.pth.tar") for w in weights)
+        weights = [w.split("/")[1] + ".pth.tar" for w in weights]
     described = [parse_released_name(w) for w in weights]
     assert [d["modality"] for d in described] == VARIANTS[variant]
-    assert all(w.startswith("pretrained/PAN_") for w in weights)
     assert all((d["dataset"], d["arch"], d["num_segments"]) == (dataset, "resnet50", 8) for d in described)
     assert (args.full_res, args.twice_sample) == ((True, True) if variant == "En" else (False, False))
 

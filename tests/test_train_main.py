@@ -16,7 +16,7 @@ import torch
 import main
 from ops.checkpoint import CheckpointError
 from ops.checkpoint_io import verify_checkpoint
-from ops.train_args import UsageError, default_store_name, get_args_parser
+from ops.train_args import UsageError, default_store_name, get_args_parser, resolve_args
 from tests.test_train_support import (  # noqa: F401 (one_thread: an autouse fixture)
     make_tiny_dataset,
     one_thread,
@@ -171,9 +171,9 @@ def test_published_command_line_parses_with_published_defaults():
     )
     assert (args.VAP, args.no_partialbn, args.shift, args.clip_gradient, args.lr_steps) == (True, True, True, 20, [30, 60])
     assert default_store_name(args) == "PAN_Lite_something_resnet50_shift8_blockres_avg_segment8_e80"
-    defaults = get_args_parser().parse_args(["something", "RGB"])
+    defaults = resolve_args(get_args_parser().parse_args(["something", "RGB"]))
     assert (defaults.VAP, defaults.no_partialbn, defaults.shift, defaults.base, defaults.pretrain) == (
-        True, True, False, "TSM", "imagenet")
+        True, True, True, "TSM", "imagenet")  # --base TSM switches the shift on, as published
     assert get_args_parser().parse_args(["x", "RGB", "--no-VAP", "--partialbn"]).VAP is False
 
 

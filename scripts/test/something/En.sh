@@ -4,7 +4,7 @@
 # One GPU as is; several with NPROC=<n> (torchrun). Extra arguments go to test_models.py,
 # e.g. --device cpu, --root_path /data/something, --amp. PAN_DRY_RUN=1 prints the command.
 exec bash "$(dirname "${BASH_SOURCE[0]}")/../launch.sh" something \
-    --weights=pretrained/PAN_Lite_something_resnet50_shift8_blockres_avg_segment8_e80.pth.tar,pretrained/PAN_RGB_something_resnet50_shift8_blockres_avg_segment8_e80.pth.tar,pretrained/PAN_PA_something_resnet50_shift8_blockres_avg_segment8_e80.pth.tar \
-    --VAP --test_segments=8,8,8 --test_crops=1 --batch_size=16 -j 8 \
+    --weights=pretrained/PAN_Lite_something_resnet50_shift8_blockres_avg_segment8_e80.pth.tar,pretrained/PAN_RGB_something_resnet50_shift8_blockres_avg_segment8_e50.pth.tar,pretrained/PAN_PA_something_resnet50_shift8_blockres_avg_segment8_e80.pth.tar \
+    --VAP --test_segments=8,8,8 --test_crops=1 --batch_size=64 -j 4 \
     --full_res --twice_sample \
     "$@"

@@ -5,5 +5,5 @@
 # e.g. --device cpu, --root_path /data/something, --amp. PAN_DRY_RUN=1 prints the command.
 exec bash "$(dirname "${BASH_SOURCE[0]}")/../launch.sh" something \
     --weights=pretrained/PAN_Lite_something_resnet50_shift8_blockres_avg_segment8_e80.pth.tar \
-    --VAP --test_segments=8 --test_crops=1 --batch_size=64 -j 8 \
+    --VAP --test_segments=8 --test_crops=1 --batch_size=64 -j 4 \
     "$@"

@@ -7,6 +7,6 @@
 # --amp). PAN_DRY_RUN=1 prints the command instead of running it.
 exec bash "$(dirname "${BASH_SOURCE[0]}")/../common.sh" 128 kinetics Lite \
     --arch resnet50 --num_segments 8 --gd 20 --lr 0.02 --lr_type cos --epochs 100 \
-    --dropout 0.5 --wd 1e-4 --consensus_type avg --eval-freq 1 -j 16 \
+    --dropout 0.5 --wd 1e-4 --consensus_type avg --eval-freq 1 -j 8 \
     --shift --shift_div 8 --shift_place blockres --npb --VAP \
     "$@"

@@ -7,6 +7,6 @@
 # --amp). PAN_DRY_RUN=1 prints the command instead of running it.
 exec bash "$(dirname "${BASH_SOURCE[0]}")/../common.sh" 64 something PA \
     --arch resnet50 --num_segments 8 --gd 20 --lr 0.01 --lr_type step --lr_steps 30 60 --epochs 80 \
-    --dropout 0.5 --consensus_type avg --eval-freq 1 -j 16 \
+    --dropout 0.5 --consensus_type avg --eval-freq 1 -j 8 \
     --shift --shift_div 8 --shift_place blockres --npb --VAP \
     "$@"

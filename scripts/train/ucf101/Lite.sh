@@ -8,7 +8,7 @@
 # --amp). PAN_DRY_RUN=1 prints the command instead of running it.
 exec bash "$(dirname "${BASH_SOURCE[0]}")/../common.sh" 64 ucf101 Lite \
     --arch resnet50 --num_segments 8 --gd 20 --lr 0.001 --lr_type step --lr_steps 10 20 --epochs 25 \
-    --dropout 0.8 --consensus_type avg --eval-freq 1 -j 16 \
+    --dropout 0.8 --consensus_type avg --eval-freq 1 -j 8 \
     --shift --shift_div 8 --shift_place blockres --npb --VAP \
-    --tune_from "${PAN_TUNE_FROM:-checkpoint/PAN_Lite_kinetics_resnet50_shift8_blockres_avg_segment8_e100/ckpt.best.pth.tar}" \
+    --tune_from "${PAN_TUNE_FROM:-checkpoint/PAN_Lite_kinetics_resnet50_shift8_blockres_avg_segment8_e100_cos/ckpt.best.pth.tar}" \
     "$@"
