@@ -76,4 +76,4 @@ def test_nproc_splits_the_total_batch_over_torchrun_processes_and_extra_args_win
 
 def test_nproc_that_does_not_split_the_batch_is_refused():
     result = dry_run(REPO / "scripts/train/something/Lite.sh", nproc=3)
-    assert result.returncode == 2 and "does not split evenly over NPROC=3" in result.stderr
+    assert result.returncode == 2 and "does not split evenly over 3 processes" in result.stderr

@@ -4,18 +4,24 @@
 #   common.sh <total_batch> <main.py arguments...>
 #   NPROC=4 -> torchrun with 4 processes, each taking total/4 videos per batch, so the total batch and
 #   the scripts' learning rates stay as published (lr 0.01 per 64 videos, linear in the total; change
-#   both together if you change one). NPROC, PYTHON and PAN_DRY_RUN as in scripts/launch.sh.
+#   both together if you change one). With NNODES machines the total splits over NPROC x NNODES processes.
+#   NPROC, NNODES, NODE_RANK, RDZV_ENDPOINT, PYTHON and PAN_DRY_RUN as in scripts/launch.sh.
 # Extra arguments come last, so they override the script's (e.g. -b 8 --lr 0.00125 on a small GPU).
 set -euo pipefail
 nproc="${NPROC:-1}"
-if ! [[ "$nproc" =~ ^[1-9][0-9]*$ ]]; then
-    echo "NPROC must be a positive integer, got '$nproc'" >&2
-    exit 2
-fi
+nnodes="${NNODES:-1}"
+for var in NPROC NNODES; do
+    value="${!var:-1}"
+    if ! [[ "$value" =~ ^[1-9][0-9]*$ ]]; then
+        echo "$var must be a positive integer, got '$value'" >&2
+        exit 2
+    fi
+done
 total="$1"
 shift
-if (( total % nproc )); then
-    echo "the total batch of $total videos does not split evenly over NPROC=$nproc processes" >&2
+processes=$(( nproc * nnodes ))
+if (( total % processes )); then
+    echo "the total batch of $total videos does not split evenly over $processes processes (NPROC=$nproc x NNODES=$nnodes)" >&2
     exit 2
 fi
-exec bash "$(dirname "${BASH_SOURCE[0]}")/../launch.sh" main.py --batch-size "$(( total / nproc ))" "$@"
+exec bash "$(dirname "${BASH_SOURCE[0]}")/../launch.sh" main.py --batch-size "$(( total / processes ))" "$@"
