@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 
 META_KEY = b"__pan_meta__"
 FORMAT = "pan-frames-v1"
@@ -39,9 +40,24 @@ def import_lmdb():
 #: One read-only environment per store and process: LMDB refuses a second
 #: open of the same store in one process, and a handle must not cross a fork.
 _ENVS: dict[str, tuple[int, object]] = {}
+#: Threads (check_records' pool) may open the same store at once: one opens, the others wait.
+_ENVS_LOCK = threading.Lock()
+
+
+def _new_lock_after_fork() -> None:
+    global _ENVS_LOCK
+    _ENVS_LOCK = threading.Lock()  # a fork while another thread held the lock must not inherit it held
+
+
+os.register_at_fork(after_in_child=_new_lock_after_fork)
 
 
 def _shared_env(path: str):
+    with _ENVS_LOCK:
+        return _shared_env_locked(path)
+
+
+def _shared_env_locked(path: str):
     lmdb = import_lmdb()
     key = os.path.realpath(path)
     pid = os.getpid()
