@@ -3,7 +3,7 @@
 The published command lines run unchanged, e.g. PAN Full on Something-Something V1::
 
     python test_models.py something --VAP --test_crops=1 --test_segments=8,8 \\
-        --weights=pretrained/PAN_RGB_something_resnet50_shift8_blockres_avg_segment8_e80.pth.tar,pretrained/PAN_PA_something_resnet50_shift8_blockres_avg_segment8_e80.pth.tar
+        --weights=pretrained/PAN_RGB_something_resnet50_shift8_blockres_avg_segment8_e50.pth.tar,pretrained/PAN_PA_something_resnet50_shift8_blockres_avg_segment8_e80.pth.tar
 
 Each checkpoint's modality, backbone, shift and segments come from its own
 fields (our checkpoints) or from the published file-name convention (released
