@@ -60,7 +60,7 @@ from ops.dataset_config import DatasetConfig, get_dataset_config
 from ops.engine import NonFiniteLossError, StepSettings, evaluate, train_one_epoch
 from ops.lr_schedule import EpochLR, build_param_groups
 from ops.models import PAN
-from ops.run_folder import OutputFolderError, RunFolder, check_writable, warn_if_low_space
+from ops.run_folder import OutputFolderError, RunFolder, check_writable, lock_run_folders, warn_if_low_space
 from ops.runtime import DistInfo, cleanup_distributed, init_distributed, resolve_device, setup_logging
 from ops.sampler import ResumableSampler, ShardSampler, loader_generator, seed_worker
 from ops.run_plan import build_on_meta, training_plan
@@ -316,6 +316,7 @@ def _train(args: argparse.Namespace, device: torch.device, info: DistInfo) -> di
     if info.is_main:  # before any data is read: a bad output path fails in seconds
         check_writable(log_dir, "--root_log")
         check_writable(model_dir, "--root_model")
+    lock = lock_run_folders(log_dir, model_dir) if info.is_main else None  # before log.txt is opened
     log_file = os.path.join(log_dir, "log.txt")
     setup_logging(info.is_main, log_file if info.is_main else None)
     run = RunFolder(log_dir, info.is_main, tensorboard=args.tensorboard)
@@ -328,6 +329,8 @@ def _train(args: argparse.Namespace, device: torch.device, info: DistInfo) -> di
     finally:
         run.close()
         _close_log_file(log_file)
+        if lock is not None:
+            lock.release()
 
 
 def _close_log_file(log_file: str) -> None:

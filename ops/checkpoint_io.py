@@ -18,11 +18,12 @@ to match, and is reported as corrupt with its path. Files without the entry
 (the released models) load, with a note that they cannot be verified.
 
 Atomicity (:func:`atomic_save`): the file is written to a temporary file in
-the same folder (``.<name>.<random>.tmp``), flushed and ``fsync``-ed, renamed
+the same folder (``.<name>.<pid>@<host>.<random>.tmp``), flushed and ``fsync``-ed, renamed
 over the old one, then the folder is ``fsync``-ed so the rename itself is
 durable. A process killed at any moment leaves the old file or the new one,
 never a mix; stale temporary files of killed writers are removed by the next
-save. Before a new ``ckpt.pth.tar`` replaces the old one, the old one is kept
+save -- only those of writers provably dead (:func:`remove_stale_temps`), never
+a live run's. Before a new ``ckpt.pth.tar`` replaces the old one, the old one is kept
 as ``ckpt.prev.pth.tar`` (a hard link, so it costs no copy), which
 ``--resume auto`` falls back to when the latest file is corrupt.
 """
@@ -34,9 +35,9 @@ import hashlib
 import logging
 import os
 import random
+import secrets
 import shutil
 import struct
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from typing import BinaryIO
@@ -45,6 +46,7 @@ import numpy as np
 import torch
 
 from ops.checkpoint import CheckpointError, read_checkpoint
+from ops.run_lock import writer_status, writer_tag
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +56,9 @@ PREV_NAME = "ckpt.prev.pth.tar"
 CHECKSUM_KEY = "content_sha256"
 FORMAT_VERSION = 1
 TMP_SUFFIX = ".tmp"
+#: A temporary file whose writer cannot be checked (another host, or a name from before
+#: writer tags) counts as stale once unmodified this long: a live save writes without pause.
+STALE_TEMP_SECONDS = 3600
 #: Test-only hook. When this environment variable names a file, :func:`atomic_write`,
 #: once the temporary file is complete and ``fsync``-ed and before the rename,
 #: writes the temporary file's path into that file and then waits (until killed).
@@ -195,11 +200,27 @@ def _temp_pattern(path: str) -> str:
     return os.path.join(folder or ".", f".{glob.escape(name)}.*{TMP_SUFFIX}")
 
 
+def _temp_writer(tmp: str, path: str) -> str:
+    """The ``<pid>@<host>`` in a temporary file's name (``.<name>.<tag>.<random>.tmp``), or ''."""
+    middle = os.path.basename(tmp)[len(os.path.basename(path)) + 2: -len(TMP_SUFFIX)]
+    return middle.rsplit(".", 1)[0] if "@" in middle else ""
+
+
 def remove_stale_temps(path: str) -> list[str]:
-    """Delete temporary files that killed writers of ``path`` left behind; returns their names."""
+    """Delete temporary files that killed writers of ``path`` left behind; returns their names.
+
+    A file is removed when its writer (named in the file name) is provably dead: same
+    host, pid gone. One whose writer cannot be checked (another host, an old name) is
+    removed only after :data:`STALE_TEMP_SECONDS` without a change. A live writer's
+    file -- another run in the same folder, another thread -- is never touched.
+    """
     removed = []
     for tmp in glob.glob(_temp_pattern(path)):
+        status = writer_status(_temp_writer(tmp, path))
         try:
+            if status == "alive" or (status == "unknown" and
+                                     time.time() - os.path.getmtime(tmp) < STALE_TEMP_SECONDS):
+                continue
             os.remove(tmp)
             removed.append(tmp)
         except FileNotFoundError:
@@ -228,16 +249,27 @@ def _pause_for_a_kill_if_asked(tmp: str) -> None:
         time.sleep(1)
 
 
+def _create_temp(folder: str, prefix: str) -> tuple[int, str]:
+    """A new file ``<folder>/<prefix><random>.tmp``, opened for writing (``O_EXCL``)."""
+    while True:
+        tmp = os.path.join(folder, f"{prefix}{secrets.token_hex(4)}{TMP_SUFFIX}")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), tmp
+        except FileExistsError:
+            continue
+
+
 def atomic_write(path: str, write: Callable[[BinaryIO], object]) -> None:
     """Create or replace ``path`` with what ``write(file)`` writes, atomically and durably.
 
-    The data go to a temporary sibling (``.<name>.<random>.tmp``), which is
+    The data go to a temporary sibling (``.<name>.<pid>@<host>.<random>.tmp``, so that
+    :func:`remove_stale_temps` can tell a live writer's file), which is
     flushed, ``fsync``-ed and renamed over ``path``; then the folder is
     ``fsync``-ed. On any failure the temporary file is removed and ``path``
     is untouched.
     """
     folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=TMP_SUFFIX)
+    fd, tmp = _create_temp(folder, f".{os.path.basename(path)}.{writer_tag()}.")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -278,7 +310,7 @@ def atomic_save(obj: dict, path: str) -> str:
 def keep_previous(path: str, prev_path: str) -> None:
     """Make ``prev_path`` a durable copy of ``path`` (hard link; a copy where links fail)."""
     folder = os.path.dirname(path) or "."
-    tmp = os.path.join(folder, f".{os.path.basename(prev_path)}.{os.getpid()}{TMP_SUFFIX}")
+    tmp = os.path.join(folder, f".{os.path.basename(prev_path)}.{writer_tag()}.link{TMP_SUFFIX}")
     remove_stale_temps(prev_path)
     if os.path.exists(prev_path) and os.path.samefile(path, prev_path):
         # A save killed after this step already linked them; renaming a link over

@@ -15,7 +15,10 @@
 ``<root_model>/<store_name>/`` holds the checkpoints (:mod:`ops.checkpoint_io`).
 Only the main process writes; both folders are checked for writability before
 any data is read, so a typo in ``--root_model`` fails in seconds, not after
-the first epoch.
+the first epoch. Both are then owned by the run until it ends
+(:func:`lock_run_folders`, ``run.lock``; see :mod:`ops.run_lock`): a second run
+started on the same folders is refused before it writes anything, its log line
+included.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import time
 from collections.abc import Mapping
 
 from ops.checkpoint_io import write_text_atomic
+from ops.run_lock import RunLock, RunLockError
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +44,23 @@ ARGS_NAME = "args.json"
 
 class OutputFolderError(RuntimeError):
     """An output folder cannot be created or written."""
+
+
+class RunFolderInUse(OutputFolderError):
+    """Another run holds the run folder; the message names it (host, pid, start, command)."""
+
+
+def lock_run_folders(*folders: str) -> RunLock:
+    """Take ``run.lock`` in every folder for this run (release with :meth:`RunLock.release`).
+
+    Raises :class:`RunFolderInUse` naming the holder when another live run (or one on
+    another host, which cannot be checked) holds one of them; a dead holder's lock is
+    replaced with a warning.
+    """
+    try:
+        return RunLock.acquire(folders)
+    except RunLockError as err:
+        raise RunFolderInUse(str(err)) from None
 
 
 def check_writable(folder: str, what: str) -> None:
