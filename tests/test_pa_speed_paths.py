@@ -11,11 +11,27 @@ from torch import nn
 from ops.PAN_modules import PA, PA_EPS, pa_maps
 from ops import pa_fast
 from ops.pa_fast import CPU_CHUNK_BYTES, frame_differences, groups_per_chunk, pa_maps_fast
-from tools.bench_pa import published_pa
 
 from tests.helpers import DATA_DIR
 
 SHAPES = [(2, 7, 9), (3, 5, 6), (4, 20, 24), (5, 13, 1), (4, 1, 11)]  # (m, H, W): odd sizes, m = 2..5
+
+
+def published_pa(frames: torch.Tensor, conv: nn.Conv2d, n_length: int) -> torch.Tensor:
+    """The released PA, written out here (not imported from the code or tools under test).
+
+    The shallow conv with its bias on every frame; then, for each pair of neighbouring
+    frames of a group of ``n_length``, the per-pixel distance of ``nn.PairwiseDistance(p=2)``
+    (eps 1e-6 added to the difference) over the conv's channels.
+    """
+    features = conv(frames)  # [G*m, C', H, W]
+    groups = features.shape[0] // n_length
+    maps = torch.empty(groups, n_length - 1, *features.shape[-2:])
+    for g in range(groups):
+        for i in range(n_length - 1):
+            a, b = features[g * n_length + i], features[g * n_length + i + 1]
+            maps[g, i] = ((a - b + 1e-6) ** 2).sum(dim=0).sqrt()
+    return maps
 
 
 def close(actual: torch.Tensor, expected: torch.Tensor, rtol: float = 1e-5) -> bool:
