@@ -74,9 +74,16 @@ def test_released_file_names_give_the_configuration():
 
 
 def test_bare_state_dict_files_are_accepted(tmp_path):
+    torch.manual_seed(0)
     model = tiny("RGB")
     torch.save(model.state_dict(), tmp_path / "bare.pth")
-    load_model_weights(tiny("RGB"), read_checkpoint(str(tmp_path / "bare.pth"))["state_dict"])
+    torch.manual_seed(1)
+    other = tiny("RGB")  # other random weights: the load must replace every one of them
+    assert not torch.equal(other.state_dict()["base_model.fc.pred.weight"], model.state_dict()["base_model.fc.pred.weight"])
+    load_model_weights(other, read_checkpoint(str(tmp_path / "bare.pth"))["state_dict"])
+    loaded, saved = other.state_dict(), model.state_dict()
+    assert loaded.keys() == saved.keys()
+    assert [k for k in saved if not torch.equal(loaded[k], saved[k])] == []
 
 
 def test_missing_empty_truncated_and_unsafe_files_are_refused(tmp_path):

@@ -4,6 +4,7 @@ tools/bench_inference.py measures speed)."""
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 import torch
@@ -125,17 +126,32 @@ def test_amp_dtype_choices_are_checked():
         inference.resolve_amp_dtype(CPU, "int8")
 
 
-def test_bench_tool_runs_and_reports_the_ratio(capsys):
+def test_bench_tool_runs_and_reports_the_ratio(capsys, monkeypatch):
     from tools import bench_inference
 
+    # The timings are fixed here so that the report's arithmetic can be checked: the ratio is the
+    # baseline's median over the path's median. (The paths are still built and run for the logit check.)
+    timed = []
+
+    def fixed_times(paths, *rest):
+        timed.append(list(paths))
+        return {"fp32": [0.004, 0.002, 0.009], "channels_last+fuse_bn": [0.003, 0.0016, 0.001]}
+
+    monkeypatch.setattr(bench_inference, "time_paths", fixed_times)
     args = bench_inference.get_args_parser().parse_args(
         ["--arch", "resnet18", "--num_segments", "4", "--size", "32", "--repeats", "1", "--warmup", "0",
          "--variant", "fuse_bn,channels_last", "--num_class", "3"]
     )
     bench_inference.main(args)
     out = capsys.readouterr().out
-    assert "fp32" in out and "channels_last+fuse_bn" in out and "x" in out
-    assert "max |logit - fp32| channels_last+fuse_bn" in out
+    assert timed == [["fp32", "channels_last+fuse_bn"]]
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()
+            if line.split() and line.split()[0] in ("fp32", "channels_last+fuse_bn")}
+    assert rows["fp32"] == ["4.0", "2.0", "1.00x"]  # median 4 ms, min 2 ms, the baseline itself
+    assert rows["channels_last+fuse_bn"] == ["1.6", "1.0", "2.50x"]  # 4 ms / 1.6 ms
+    differences = dict(re.findall(r"max \|logit - fp32\| (\S+) +(\S+)", out))
+    assert float(differences["fp32"]) == 0.0
+    assert float(differences["channels_last+fuse_bn"]) < 1e-3  # folding BN changes rounding only
 
 
 def test_bench_tool_measures_top1_agreement_with_a_checkpoint(lite, tmp_path, capsys):
