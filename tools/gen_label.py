@@ -1,8 +1,11 @@
 """Write the category file and the train/val lists of a dataset from its official annotations.
 
 Frame counts come from the extracted frame folders (``tools/vid2img.py``).
-Videos without frames (no folder, or an empty one) are left out of the lists
-and reported. Every list line is ``<frames_dir>/<video folder> <num_frames>
+Listed videos without frames (no folder, or an empty one) stop the tool with
+their count and names, before anything is written; ``--allow-missing`` accepts
+them (e.g. Kinetics videos no longer on YouTube): they are left out of the
+lists and counted. A class none of whose videos has frames always stops it --
+that is a naming mismatch, not missing downloads. Every list line is ``<frames_dir>/<video folder> <num_frames>
 <label>``, relative to the data root, and the file names are those of the
 registry (``ops/dataset_config.py``)::
 
@@ -22,6 +25,7 @@ Official files read:
 * ``jester``: ``jester-v1-{labels,train,validation}.csv`` (``id;label``)
 * ``kinetics``: ``kinetics_{train,val}.csv`` (``label,youtube_id,time_start,time_end,split``);
   folders ``<label with _ for spaces>/<youtube_id>_<start:06d>_<end:06d>``
+  (:func:`kinetics_class_folder`, which ``tools/vid2img.py --layout kinetics`` applies too)
 * ``ucf101``: ``classInd.txt``, ``trainlist0<k>.txt``, ``testlist0<k>.txt``
 * ``hmdb51``: ``<class>_test_split<k>.txt`` (``<video>.avi <1 train|2 test|0 unused>``)
 """
@@ -55,6 +59,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--flat", action="store_true",
                    help="UCF101 / HMDB51 / Kinetics frame folders are not inside class folders")
     p.add_argument("--workers", type=int, default=16, help="threads counting frames")
+    p.add_argument("--allow-missing", dest="allow_missing", action="store_true",
+                   help="leave listed videos without frames out of the lists (counted) instead of stopping")
     return p
 
 
@@ -122,9 +128,18 @@ def read_somethingv2(anno: str, flat: bool = True):
     return categories, splits[0], splits[1]
 
 
+def kinetics_class_folder(label: str) -> str:
+    """The folder of a Kinetics class: its name with ``_`` for spaces (``air drumming`` -> ``air_drumming``).
+
+    Paths without spaces stay safe in shell scripts; the class names in
+    ``category.txt`` keep their spaces.
+    """
+    return label.replace(" ", "_")
+
+
 def kinetics_folder(label: str, youtube_id: str, start: str, end: str, flat: bool = False) -> str:
     name = f"{youtube_id}_{int(float(start)):06d}_{int(float(end)):06d}"
-    return name if flat else f"{label.replace(' ', '_')}/{name}"
+    return name if flat else f"{kinetics_class_folder(label)}/{name}"
 
 
 def read_kinetics(anno: str, flat: bool = False):
@@ -217,10 +232,14 @@ def count_frames(folder: str) -> int:
         return 0
 
 
-def write_list(path: str, root: str, frames_dir: str, rows, workers: int) -> list[str]:
-    """Write ``<frames_dir>/<folder> <n> <label>`` lines; returns the folders without frames."""
+def count_rows(root: str, frames_dir: str, rows, workers: int) -> list[int]:
+    """Frame count of each row's folder (0: no frames)."""
     with ThreadPoolExecutor(workers) as pool:
-        counts = list(pool.map(lambda r: count_frames(os.path.join(root, frames_dir, r[0])), rows))
+        return list(pool.map(lambda r: count_frames(os.path.join(root, frames_dir, r[0])), rows))
+
+
+def write_list(path: str, frames_dir: str, rows, counts: list[int]) -> list[str]:
+    """Write ``<frames_dir>/<folder> <n> <label>`` lines for rows with frames; returns the folders without."""
     missing = []
     with open(path, "w", encoding="utf-8") as f:
         for (folder, label), n in zip(rows, counts):
@@ -229,6 +248,32 @@ def write_list(path: str, root: str, frames_dir: str, rows, workers: int) -> lis
                 continue
             f.write(f"{frames_dir}/{folder} {n} {label}\n")
     return missing
+
+
+def check_missing(categories: list[str], frames_dir: str, splits, allow_missing: bool) -> None:
+    """Stop (``SystemExit``) when listed videos have no frames, unless allowed; a class without any
+    frames at all stops even then. ``splits``: ``[(rows, counts), ...]``."""
+    missing = [f"{frames_dir}/{folder}" for rows, counts in splits for (folder, _), n in zip(rows, counts) if n == 0]
+    total = sum(len(rows) for rows, _ in splits)
+    per_class: dict[int, list[str]] = {}
+    found: set[int] = set()
+    for rows, counts in splits:
+        for (folder, label), n in zip(rows, counts):
+            per_class.setdefault(label, []).append(folder)
+            if n:
+                found.add(label)
+    empty = [label for label in sorted(per_class) if label not in found]
+    if empty:
+        lines = [f"  class {categories[label]!r}: none of its {len(per_class[label])} videos has frames "
+                 f"(e.g. {frames_dir}/{per_class[label][0]})" for label in empty[:10]]
+        more = f"\n  ... and {len(empty) - 10} more classes" if len(empty) > 10 else ""
+        raise SystemExit(f"{len(empty)} class(es) have no frames at all -- the frame folders are probably "
+                         f"named differently (see docs/DATA.md); nothing was written:\n" + "\n".join(lines) + more)
+    if missing and not allow_missing:
+        shown = "\n".join(f"  {m}" for m in missing[:20])
+        more = f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else ""
+        raise SystemExit(f"{len(missing)} of {total} listed videos have no frames; nothing was written:\n{shown}{more}\n"
+                         "Extract them (tools/vid2img.py), or pass --allow-missing to leave them out of the lists.")
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -240,12 +285,14 @@ def main(args: argparse.Namespace) -> dict:
         train_name, val_name = train_name.format(args.split), val_name.format(args.split)
     else:
         categories, train, val = reader(args.anno_dir, args.flat)
+    splits = [(rows, count_rows(args.root_path, frames_dir, rows, args.workers)) for rows in (train, val)]
+    check_missing(categories, frames_dir, splits, args.allow_missing)
     os.makedirs(args.root_path, exist_ok=True)
     with open(os.path.join(args.root_path, "category.txt"), "w", encoding="utf-8") as f:
         f.write("".join(c + "\n" for c in categories))
     report = {"categories": len(categories)}
-    for name, rows in ((train_name, train), (val_name, val)):
-        missing = write_list(os.path.join(args.root_path, name), args.root_path, frames_dir, rows, args.workers)
+    for name, (rows, counts) in zip((train_name, val_name), splits):
+        missing = write_list(os.path.join(args.root_path, name), frames_dir, rows, counts)
         report[name] = {"videos": len(rows) - len(missing), "without_frames": missing}
         print(f"{name}: {len(rows) - len(missing)} videos written, {len(missing)} without frames")
         for m in missing[:20]:

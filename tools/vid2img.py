@@ -12,7 +12,9 @@ Layouts (``--layout``):
 * ``flat``     (default) ``dst/<video name>/`` for every video found;
 * ``tree``     keeps the sub-folders of ``src`` (``dst/<class>/<video name>/``);
 * ``somethingv2``  flat, ``.webm`` videos, frames ``{:06d}.jpg``;
-* ``kinetics`` tree (class folders), frames ``img_{:05d}.jpg``.
+* ``kinetics`` tree (class folders), frames ``img_{:05d}.jpg``; spaces in
+  folder names become ``_`` (``air drumming/`` -> ``air_drumming/``), the
+  folders ``tools/gen_label.py kinetics`` lists.
 
     python tools/vid2img.py /data/kinetics/videos_train /data/kinetics/frames \\
         --layout kinetics --short_side 331 --workers 16
@@ -24,6 +26,7 @@ import argparse
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from fractions import Fraction
 from pathlib import Path
@@ -35,13 +38,14 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ops.transforms import scaled_size  # noqa: E402
+from tools.gen_label import kinetics_class_folder  # noqa: E402
 
 VIDEO_EXTS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".flv", ".mpg", ".mpeg")
 LAYOUTS = {
     "flat": {"tree": False, "image_tmpl": None, "exts": None},
     "tree": {"tree": True, "image_tmpl": None, "exts": None},
     "somethingv2": {"tree": False, "image_tmpl": "{:06d}.jpg", "exts": (".webm",)},
-    "kinetics": {"tree": True, "image_tmpl": "img_{:05d}.jpg", "exts": None},
+    "kinetics": {"tree": True, "image_tmpl": "img_{:05d}.jpg", "exts": None, "class_folder": kinetics_class_folder},
 }
 
 
@@ -70,9 +74,15 @@ def find_videos(src: str, exts: tuple[str, ...]) -> list[str]:
     return sorted(out)
 
 
-def frame_folder(rel_video: str, tree: bool) -> str:
+def frame_folder(rel_video: str, tree: bool, class_folder: Callable[[str], str] | None = None) -> str:
+    """The frame folder of a video (relative to ``dst``); ``class_folder`` renames its parent folders."""
     stem = os.path.splitext(rel_video)[0]
-    return stem if tree else os.path.basename(stem)
+    if not tree:
+        return os.path.basename(stem)
+    if class_folder is None:
+        return stem
+    *parents, name = stem.split(os.sep)
+    return os.path.join(*[class_folder(p) for p in parents], name)
 
 
 def extract(video: str, folder: str, image_tmpl: str, short_side: int = 0, fps: float = 0, quality: int = 95) -> int:
@@ -146,7 +156,7 @@ def main(args: argparse.Namespace) -> dict[str, int]:
     todo = []
     seen: dict[str, str] = {}
     for rel in videos:
-        rel_folder = frame_folder(rel, layout["tree"])
+        rel_folder = frame_folder(rel, layout["tree"], layout.get("class_folder"))
         if rel_folder in seen:
             raise SystemExit(f"videos {seen[rel_folder]} and {rel} map to the same folder {rel_folder}; use --layout tree")
         seen[rel_folder] = rel
