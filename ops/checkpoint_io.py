@@ -74,6 +74,31 @@ class CheckpointWriteError(CheckpointError):
     """A checkpoint could not be written (full disk, permissions); the previous file is intact."""
 
 
+class CheckpointVersionError(CheckpointError):
+    """A checkpoint of a newer :data:`FORMAT_VERSION` than this code reads (not a corrupt file)."""
+
+
+def check_format_version(checkpoint: Mapping, path: str) -> None:
+    """Refuse a ``format_version`` newer than :data:`FORMAT_VERSION` (or not an integer >= 0).
+
+    Resuming from a newer format would silently drop the fields this code does not
+    know at the next save, so it is refused; older formats (and files without the
+    field: released models, checkpoints from before it) are read.
+    """
+    version = checkpoint.get("format_version")
+    if version is None:
+        return
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise CheckpointError(f"checkpoint {path} has an unreadable format_version {version!r} "
+                              f"(expected an integer from 0 to {FORMAT_VERSION})")
+    if version > FORMAT_VERSION:
+        raise CheckpointVersionError(
+            f"checkpoint {path} has format version {version}, and this code reads versions up to "
+            f"{FORMAT_VERSION}: it was written by a newer version of this project. Update the code to "
+            f"use it (resuming with this version would drop the fields it does not know)."
+        )
+
+
 # ------------------------------------------------------------------ hashing
 
 
@@ -360,10 +385,13 @@ def read_verified_checkpoint(path: str, map_location: str | torch.device = "cpu"
 
     Raises:
         FileNotFoundError: no such file.
+        CheckpointVersionError: written in a newer format (checked first: a newer
+            format may hash differently, and must not be taken for a corrupt file).
         CheckpointError: unreadable, truncated, empty, unsafe, or the content
             does not match its hash; the message names the path.
     """
     checkpoint = read_checkpoint(path, map_location=map_location)
+    check_format_version(checkpoint, path)
     expected = checkpoint.get(CHECKSUM_KEY)
     if expected is None:
         logger.info("checkpoint %s carries no %s (not written by this trainer); it cannot be verified",
@@ -409,6 +437,8 @@ def resolve_resume(resume: str, folder: str) -> tuple[str, dict] | None:
             continue
         try:
             return path, read_verified_checkpoint(path)
+        except CheckpointVersionError:
+            raise  # a good file of a newer version: falling back past it would lose its progress
         except CheckpointError as err:
             errors.append(str(err))
             logger.warning("--resume auto: %s; trying the previous checkpoint", err)
