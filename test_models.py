@@ -44,13 +44,15 @@ from ops.dataset_config import DatasetConfig, get_dataset_config, load_categorie
 from ops.evaluation import (
     CROP_FUSION_TYPES,
     Predictions,
-    check_output_dir,
+    OutputError,
+    OutputFolder,
+    check_output_file,
     compute_metrics,
     ensemble_predictions,
+    first_occurrences,
     fuse_views,
     gather_predictions,
     save_results,
-    shard_indices,
     submission_rows,
     write_submission,
     write_text_atomic,
@@ -163,6 +165,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--compile_mode", default=None,
                         help="torch.compile mode, e.g. max-autotune; default: torch's default")
     # --- outputs
+    parser.add_argument("--overwrite", action=bool_flag, default=False,
+                        help="replace the files of an --output_dir that already holds some, once this "
+                             "evaluation has finished (without it such a folder is refused)")
     parser.add_argument("--output_dir", default=None,
                         help="folder for scores.npz, confusion_matrix.csv, metrics.json, args.json; "
                              "default: log/eval_<dataset>_<date-time>")
@@ -392,10 +397,32 @@ def _run(args: argparse.Namespace, device: torch.device, dist_info) -> dict:
     options = InferenceOptions(amp=args.amp, amp_dtype=args.amp_dtype, channels_last=args.channels_last,
                                fuse_bn=args.fuse_bn, compile=args.compile, compile_mode=args.compile_mode)
     output_dir = args.output_dir or default_output_dir(args.dataset)
-    if dist_info.is_main:
-        check_output_dir(output_dir)  # before any model or data is loaded
-        write_text_atomic(os.path.join(output_dir, "args.json"), json.dumps(vars(args), indent=2) + "\n")
+    outputs = None
+    if dist_info.is_main:  # every output path is checked before any model or data is loaded
+        if args.csv_file:
+            check_output_file(args.csv_file, "--csv_file")
+        outputs = OutputFolder(output_dir, overwrite=args.overwrite)
+    try:
+        metrics, submission = _evaluate(args, device, dist_info, weights, segments, coeffs, options, outputs)
+    except BaseException:
+        if outputs is not None:
+            outputs.discard()  # an earlier evaluation's outputs stay as they were
+        raise
+    if outputs is not None:
+        logger.info("scores, confusion matrix and metrics written to %s", outputs.commit())
+    if submission is not None:  # after the commit: the file may lie inside --output_dir
+        write_submission(args.csv_file, submission)
+        logger.info("submission file written to %s (%d videos)", args.csv_file, len(submission))
+    return metrics
 
+
+def _evaluate(args: argparse.Namespace, device: torch.device, dist_info, weights: list[str], segments: list,
+              coeffs: list[float] | None, options: InferenceOptions,
+              outputs: OutputFolder | None) -> tuple[dict, list[list[str]] | None]:
+    """The evaluation proper; returns the metrics and, with ``--csv_file`` on the main process, the
+    submission rows (written by the caller once the output folder is committed)."""
+    if outputs is not None:
+        write_text_atomic(outputs.file("args.json"), json.dumps(vars(args), indent=2) + "\n")
     cfg = dataset_config(args)
     categories = None
     if args.csv_file:
@@ -411,7 +438,14 @@ def _run(args: argparse.Namespace, device: torch.device, dist_info) -> dict:
         dataset = build_dataset(model, cfg, model.num_segments, args)
         total = len(dataset) if args.max_num < 0 else min(args.max_num, len(dataset))
         video_paths = [r.path for r in dataset.records[:total]]
-        clips = IndexedClips(dataset, shard_indices(total, dist_info.rank, dist_info.world_size))
+        keep, repeats = first_occurrences(video_paths)
+        if repeats and dist_info.is_main and path == weights[0]:
+            record = dataset.records
+            logger.warning("%d line(s) of %s repeat a video listed before; each video is evaluated once:\n  %s",
+                           len(repeats), cfg.val_list, "\n  ".join(
+                               f"line {record[i].line} repeats line {record[j].line}: {record[i].path}"
+                               for i, j in repeats[:20]) + ("\n  ..." if len(repeats) > 20 else ""))
+        clips = IndexedClips(dataset, keep[dist_info.rank::dist_info.world_size])
         loader = DataLoader(clips, batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate_clips,
                             pin_memory=device.type == "cuda")
         setup = EvalSetup(
@@ -420,31 +454,33 @@ def _run(args: argparse.Namespace, device: torch.device, dist_info) -> dict:
         )
         local = evaluate(prepare_model(model, device, options), loader, cfg.num_class, setup,
                          os.path.basename(path))
-        run = gather_predictions(local, total)
-        if dist_info.is_main and len(weights) > 1:
+        run = gather_predictions(local, keep)
+        if dist_info.is_main and len(weights) > 1 and len(run.labels):
             metrics, _ = compute_metrics(run.scores, run.labels, cfg.num_class, len(run.skipped))
             logger.info("%s alone: top-1 %.2f%% top-5 %.2f%%", path, metrics.top1, metrics.top5)
         runs.append(run)
 
     fused = ensemble_predictions(runs, coeffs, args.softmax, weights)
     metrics, confusion = compute_metrics(fused.scores, fused.labels, cfg.num_class, len(fused.skipped))
-    if dist_info.is_main:
+    if outputs is not None:
         skipped_note = f", {metrics.num_skipped} left out as unreadable (--skip-bad)" if args.skip_bad else ""
-        logger.info("Overall Prec@1 %.2f%% Prec@5 %.2f%% mean class accuracy %.2f%% on %d videos%s",
-                    metrics.top1, metrics.top5, metrics.mean_class_accuracy, metrics.num_videos, skipped_note)
-        paths = save_results(output_dir, fused, video_paths, metrics, confusion,
-                             {"weights": weights, "world_size": dist_info.world_size})
-        logger.info("scores, confusion matrix and metrics written to %s", os.path.dirname(paths["scores"]))
-        if args.csv_file:
-            top_k = args.csv_topk or (5 if cfg.name == "somethingv2" else 1)
-            ids = [video_id(p, cfg.video) for p in video_paths]
-            write_submission(args.csv_file, submission_rows(fused, ids, categories, top_k))
-            logger.info("submission file written to %s (top-%d)", args.csv_file, top_k)
-    return metrics.as_dict()
+        if metrics.num_videos:
+            logger.info("Overall Prec@1 %.2f%% Prec@5 %.2f%% mean class accuracy %.2f%% on %d videos%s",
+                        metrics.top1, metrics.top5, metrics.mean_class_accuracy, metrics.num_videos, skipped_note)
+        else:
+            logger.warning("no video was evaluated%s: there are no accuracies to report", skipped_note)
+        save_results(outputs.staging, fused, video_paths, metrics, confusion,
+                     {"weights": weights, "world_size": dist_info.world_size, "repeated_lines": len(repeats)})
+    submission = None
+    if outputs is not None and args.csv_file:
+        top_k = args.csv_topk or (5 if cfg.name == "somethingv2" else 1)
+        ids = [video_id(p, cfg.video) for p in video_paths]
+        submission = submission_rows(fused, ids, categories, top_k)
+    return metrics.as_dict(), submission
 
 
 #: Errors that are the input's fault: reported as one clear message, no traceback.
-USER_ERRORS = (UsageError, CheckpointError, SampleLoadError, ListFileError, FileNotFoundError, ValueError, OSError)
+USER_ERRORS = (UsageError, OutputError, CheckpointError, SampleLoadError, ListFileError, FileNotFoundError, ValueError, OSError)
 
 if __name__ == "__main__":
     try:

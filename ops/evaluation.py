@@ -16,6 +16,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -102,9 +103,10 @@ def mean_class_accuracy(confusion: np.ndarray) -> float:
 class Metrics:
     """The figures reported for one evaluation."""
 
-    top1: float
-    top5: float
-    mean_class_accuracy: float
+    #: Percentages; None when no video was evaluated.
+    top1: float | None
+    top5: float | None
+    mean_class_accuracy: float | None
     num_videos: int
     #: Videos left out by ``--skip-bad`` (not part of the figures above).
     num_skipped: int = 0
@@ -120,7 +122,13 @@ class Metrics:
 
 
 def compute_metrics(scores: np.ndarray, labels: np.ndarray, num_class: int, num_skipped: int = 0) -> tuple[Metrics, np.ndarray]:
-    """Top-1, top-5 and mean class accuracy of ``[N, C]`` scores; returns the metrics and the confusion matrix."""
+    """Top-1, top-5 and mean class accuracy of ``[N, C]`` scores; returns the metrics and the confusion matrix.
+
+    With no video (all left out by ``--skip-bad``, or ``--max_num 0``) the
+    accuracies are ``None`` and the confusion matrix is all zeros.
+    """
+    if len(labels) == 0:
+        return Metrics(None, None, None, 0, num_skipped), np.zeros((num_class, num_class), dtype=np.int64)
     confusion = class_confusion(scores.argmax(axis=1), labels, num_class)
     metrics = Metrics(
         top1=topk_accuracy(scores, labels, 1),
@@ -166,11 +174,27 @@ class Predictions:
         return Predictions(self.indices[mask], self.scores[mask], self.labels[mask], dict(self.skipped))
 
 
-def gather_predictions(local: Predictions, num_videos: int) -> Predictions:
+def first_occurrences(paths: Sequence[str]) -> tuple[list[int], list[tuple[int, int]]]:
+    """The list positions to evaluate, each video once, and the ``(repeat, first)`` position pairs left out.
+
+    A list that names a video twice would otherwise count it twice.
+    """
+    first: dict[str, int] = {}
+    keep, repeats = [], []
+    for i, path in enumerate(paths):
+        if path in first:
+            repeats.append((i, first[path]))
+        else:
+            first[path] = i
+            keep.append(i)
+    return keep, repeats
+
+
+def gather_predictions(local: Predictions, num_videos: int | Sequence[int]) -> Predictions:
     """All processes' predictions in list order (a no-op without a process group).
 
-    Checks that every one of the ``num_videos`` videos was either scored or
-    skipped exactly once across processes.
+    Checks that every expected video (``range(num_videos)``, or the given list
+    positions) was either scored or skipped exactly once across processes.
 
     Raises:
         RuntimeError: a video was scored twice or by no process.
@@ -188,14 +212,19 @@ def gather_predictions(local: Predictions, num_videos: int) -> Predictions:
     else:
         merged = local
     merged = merged.sorted()
+    expected = np.arange(num_videos) if isinstance(num_videos, int) else np.asarray(num_videos, dtype=np.int64)
+    size = int(expected.max()) + 1 if len(expected) else 0
     seen = np.concatenate([merged.indices, np.fromiter(merged.skipped, np.int64, len(merged.skipped))])
-    counts = np.bincount(seen, minlength=num_videos) if len(seen) else np.zeros(num_videos, np.int64)
-    if len(counts) != num_videos or (counts != 1).any():
+    counts = np.bincount(seen, minlength=size) if len(seen) else np.zeros(size, np.int64)
+    wanted = np.zeros(len(counts), np.int64)
+    wanted[expected] = 1
+    if (counts != wanted).any():
         twice = np.flatnonzero(counts > 1)[:10].tolist()
-        never = np.flatnonzero(counts[:num_videos] == 0)[:10].tolist()
+        never = np.flatnonzero(counts < wanted)[:10].tolist()
+        unexpected = np.flatnonzero((counts == 1) & (wanted == 0))[:10].tolist()
         raise RuntimeError(
             f"evaluation did not count every video exactly once: counted more than once {twice}, "
-            f"never counted {never} (of {num_videos})"
+            f"never counted {never}, not to be counted {unexpected} (of {len(expected)})"
         )
     return merged
 
@@ -228,18 +257,88 @@ def ensemble_predictions(
 
 
 
-def check_output_dir(path: str) -> None:
-    """Create ``path`` and make sure files can be written there, before any evaluation work.
+class OutputError(OSError):
+    """An output path that cannot be used; the message names the flag and the path."""
+
+
+def check_output_file(path: str, flag: str) -> None:
+    """Fail now, naming ``flag``, if a file could not be written at ``path`` later.
+
+    The nearest existing folder on the way to ``path`` must be writable (the
+    missing ones are created when the file is written); nothing is created here.
+    """
+    target = os.path.abspath(path)
+    if os.path.isdir(target):
+        raise OutputError(f"{flag} {path} is a folder, not a file")
+    folder = os.path.dirname(target)
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{flag} {path} cannot be written: {folder} is not a writable folder")
+
+
+class OutputFolder:
+    """An evaluation's output folder, written as one unit.
+
+    Files are written into a hidden staging folder beside ``path``
+    (:meth:`file`); :meth:`commit` renames it to ``path`` once every file is
+    there, :meth:`discard` removes it. So a folder holds the outputs of one
+    complete evaluation or nothing new: a failed run leaves an earlier result
+    untouched, never half replaced. A folder that already holds files is
+    refused up front unless ``overwrite``; it is then replaced only at commit.
 
     Raises:
-        OSError: with the folder named, when it cannot be created or written.
+        OutputError: ``path`` holds files (without ``overwrite``), is a file, or
+            its parent folder cannot be created or written.
     """
-    try:
-        os.makedirs(path, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write_test."):
-            pass
-    except OSError as err:
-        raise OSError(f"output folder {path} is not writable: {err}") from None
+
+    def __init__(self, path: str, overwrite: bool = False, flag: str = "--output_dir") -> None:
+        self.path = os.path.abspath(path)
+        self.overwrite = overwrite
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise OutputError(f"{flag} {path} is a file, not a folder")
+        if os.path.isdir(self.path) and os.listdir(self.path) and not overwrite:
+            raise OutputError(
+                f"{flag} {path} already holds the outputs of another evaluation ({len(os.listdir(self.path))} "
+                f"entries); choose another folder, or pass --overwrite to replace them once this evaluation "
+                f"has finished")
+        parent = os.path.dirname(self.path)
+        try:
+            os.makedirs(parent, exist_ok=True)
+            self.staging = tempfile.mkdtemp(prefix=f".{os.path.basename(self.path)}.partial-", dir=parent)
+        except OSError as err:
+            raise OutputError(f"{flag}: output folder {path} is not writable: {err}") from None
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.staging, 0o777 & ~umask)  # mkdtemp makes it 0700; teammates should read results
+
+    def file(self, name: str) -> str:
+        """Where to write output ``name`` now (inside the staging folder)."""
+        return os.path.join(self.staging, name)
+
+    def commit(self) -> str:
+        """Publish the staged files under ``path``; returns ``path``.
+
+        Raises:
+            OutputError: without ``overwrite``, files appeared in ``path`` since the start (the
+                staged outputs are kept, and named).
+        """
+        if os.path.isdir(self.path) and os.listdir(self.path):
+            if not self.overwrite:
+                raise OutputError(f"{self.path} received files while this evaluation ran; its outputs are "
+                                  f"kept in {self.staging}")
+            previous = tempfile.mkdtemp(prefix=f".{os.path.basename(self.path)}.replaced-",
+                                        dir=os.path.dirname(self.path))
+            os.rmdir(previous)
+            os.rename(self.path, previous)
+            os.rename(self.staging, self.path)
+            shutil.rmtree(previous, ignore_errors=True)
+        else:
+            os.replace(self.staging, self.path)  # onto nothing, or onto an empty folder
+        return self.path
+
+    def discard(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
 
 
 def save_results(

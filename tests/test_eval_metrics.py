@@ -120,7 +120,7 @@ def test_unwritable_output_folder_is_reported_by_name(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(OSError, match=f"output folder {blocker}/out is not writable"):
-        ev.check_output_dir(str(blocker / "out"))
+        ev.OutputFolder(str(blocker / "out"))
 
 
 def test_submission_rows_use_category_names_best_first():

@@ -185,10 +185,10 @@ def test_bad_sample_stops_evaluation_naming_the_file(setup, broken_root, tmp_pat
 
 
 def test_skip_bad_leaves_the_video_out_and_reports_it(setup, broken_root, tmp_path):
-    metrics, saved = run_eval(broken_root, setup[2]["RGB"], tmp_path, "--skip-bad")
+    metrics, saved = run_eval(broken_root, setup[2]["RGB"], tmp_path / "out", "--skip-bad")
     assert metrics["num_videos"] == NUM_VIDEOS - 1 and metrics["num_skipped"] == 1
     assert saved["indices"].tolist() == [0, 2, 3]
-    skipped = json.loads((tmp_path / "metrics.json").read_text())["skipped"]
+    skipped = json.loads((tmp_path / "out" / "metrics.json").read_text())["skipped"]
     assert list(skipped) == ["frames/video1"] and "00004.jpg" in skipped["frames/video1"]
 
 
