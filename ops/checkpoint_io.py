@@ -16,6 +16,9 @@ replaced by one atomic rename, so no crash can leave a checkpoint and a hash
 that disagree. A truncated, empty or bit-flipped file fails either to load or
 to match, and is reported as corrupt with its path. Files without the entry
 (the released models) load, with a note that they cannot be verified.
+``format_version`` is checked before the hash: a version newer than
+:data:`FORMAT_VERSION` is refused (:class:`CheckpointVersionError`, never taken
+for corrupt); older ones and files without it are read.
 
 Atomicity (:func:`atomic_save`): the file is written to a temporary file in
 the same folder (``.<name>.<pid>@<host>.<random>.tmp``), flushed and ``fsync``-ed, renamed
