@@ -278,11 +278,16 @@ def _pause_for_a_kill_if_asked(tmp: str) -> None:
 
 
 def _create_temp(folder: str, prefix: str) -> tuple[int, str]:
-    """A new file ``<folder>/<prefix><random>.tmp``, opened for writing (``O_EXCL``)."""
+    """A new file ``<folder>/<prefix><random>.tmp``, opened for writing (``O_EXCL``).
+
+    Created with mode 0666 less the umask, as ``open()`` creates ``log.txt``: the
+    renamed file keeps it, so teammates read checkpoints and results as the umask
+    allows (``tempfile.mkstemp`` would make every one 0600).
+    """
     while True:
         tmp = os.path.join(folder, f"{prefix}{secrets.token_hex(4)}{TMP_SUFFIX}")
         try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), tmp
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
         except FileExistsError:
             continue
 
