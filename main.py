@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable
 
@@ -61,9 +62,17 @@ from ops.engine import NonFiniteLossError, StepSettings, evaluate, train_one_epo
 from ops.lr_schedule import EpochLR, build_param_groups
 from ops.models import PAN
 from ops.run_folder import OutputFolderError, RunFolder, check_writable, lock_run_folders, warn_if_low_space
-from ops.runtime import DistInfo, cleanup_distributed, init_distributed, resolve_device, setup_logging
+from ops.runtime import (
+    DistInfo,
+    cleanup_distributed,
+    init_distributed,
+    max_over_processes,
+    resolve_device,
+    setup_logging,
+)
 from ops.sampler import ResumableSampler, ShardSampler, loader_generator, seed_worker
 from ops.run_plan import build_on_meta, training_plan
+from ops.stop_signal import StopRequest, TrainingInterrupted
 from ops.train_args import UsageError, check_args, get_args_parser, resolve_args
 from ops.transforms import eval_transform, train_transform
 
@@ -321,7 +330,11 @@ def _train(args: argparse.Namespace, device: torch.device, info: DistInfo) -> di
     setup_logging(info.is_main, log_file if info.is_main else None)
     run = RunFolder(log_dir, info.is_main, tensorboard=args.tensorboard)
     try:
-        return _run(args, device, info, run, model_dir)
+        with StopRequest() as stop:
+            return _run(args, device, info, run, model_dir, stop)
+    except TrainingInterrupted as err:
+        logger.warning("%s", err)
+        raise
     except EXPECTED_ERRORS as err:
         logger.error("%s", err)  # into log.txt too, where the run's story is read later
         err.already_logged = True
@@ -342,7 +355,8 @@ def _close_log_file(log_file: str) -> None:
             handler.close()
 
 
-def _run(args: argparse.Namespace, device: torch.device, info: DistInfo, run: RunFolder, model_dir: str) -> dict:
+def _run(args: argparse.Namespace, device: torch.device, info: DistInfo, run: RunFolder, model_dir: str,
+         stop: StopRequest) -> dict:
     run.save_args(to_plain(vars(args)))
     logger.info("run %s on %s, %d process(es), batch %d per process (%d in total per step)", args.store_name,
                 device, info.world_size, args.batch_size, args.batch_size * info.world_size * args.iter_size)
@@ -422,7 +436,7 @@ def _run(args: argparse.Namespace, device: torch.device, info: DistInfo, run: Ru
     criterion = nn.CrossEntropyLoss().to(device)
     val_loader = DataLoader(StrictDataset(val_set), batch_size=args.batch_size,
                             sampler=ShardSampler(len(val_set), info.world_size, info.rank),
-                            num_workers=args.workers, pin_memory=device.type == "cuda")
+                            num_workers=args.workers, pin_memory=device.type == "cuda", worker_init_fn=seed_worker)
 
     def validate(epoch: int) -> dict:
         metrics = evaluate(model, criterion, val_loader, device, amp=args.amp, channels_last=args.channels_last,
@@ -469,7 +483,13 @@ def _run(args: argparse.Namespace, device: torch.device, info: DistInfo, run: Ru
                             generator=loader_generator(args.seed, epoch), worker_init_fn=seed_worker)
 
         def on_step_end(done: int, epoch: int = epoch) -> None:
-            if args.save_every and done % args.save_every == 0 and done < steps_in_epoch:
+            if done >= steps_in_epoch:  # the epoch's end: validation and its checkpoint come next
+                return
+            signum = max_over_processes(stop.signum, info)  # every process stops at the same step
+            if signum and done % args.iter_size == 0:
+                save(epoch, done)
+                raise interrupted(signum, f"epoch {epoch}, step {done} of {steps_in_epoch}")
+            if args.save_every and done % args.save_every == 0:
                 save(epoch, done)
 
         train_metrics = train_one_epoch(
@@ -492,7 +512,16 @@ def _run(args: argparse.Namespace, device: torch.device, info: DistInfo, run: Ru
             logger.info("best top-1 so far: %.2f%%", best_prec1)
         save(epoch + 1, 0, is_best)
         run.flush()
+        signum = max_over_processes(stop.signum, info)
+        if signum and epoch + 1 < args.epochs:
+            raise interrupted(signum, f"the end of epoch {epoch}")
     return {"best_prec1": best_prec1, "last": last}
+
+
+def interrupted(signum: int, where: str) -> TrainingInterrupted:
+    return TrainingInterrupted(signum, f"stopped by {signal.Signals(signum).name} at {where}, after saving a "
+                                       f"resumable checkpoint; continue with --resume auto "
+                                       f"(exit status {128 + signum})")
 
 
 def cli(argv: list[str] | None = None) -> int:
@@ -503,6 +532,8 @@ def cli(argv: list[str] | None = None) -> int:
         result = main(args)
     except UsageError as err:
         parser.error(str(err))
+    except TrainingInterrupted as err:
+        return err.exit_status
     except EXPECTED_ERRORS as err:
         if not getattr(err, "already_logged", False):
             if not logging.getLogger().handlers:

@@ -82,6 +82,15 @@ def init_distributed(device: torch.device, timeout_minutes: int = 30) -> DistInf
     return info
 
 
+def max_over_processes(value: int, info: DistInfo) -> int:
+    """The largest ``value`` of all processes (the value itself without a process group)."""
+    if not info.distributed:
+        return value
+    box = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(box, op=dist.ReduceOp.MAX)
+    return int(box.item())
+
+
 def cleanup_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

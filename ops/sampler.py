@@ -21,6 +21,8 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import Sampler
 
+from ops.stop_signal import ignore_stop_signals
+
 
 def epoch_permutation(num_samples: int, seed: int, epoch: int, shuffle: bool = True) -> list[int]:
     """The global order of ``epoch``: a permutation seeded by ``(seed, epoch)``, or ``0..n-1``."""
@@ -141,7 +143,7 @@ def loader_generator(seed: int, epoch: int) -> torch.Generator:
 
 
 def seed_worker(worker_id: int) -> None:
-    """``worker_init_fn``: seed numpy and ``random`` in each worker from its torch seed.
+    """``worker_init_fn``: seed numpy and ``random`` in each worker from its torch seed; ignore SIGTERM/SIGINT.
 
     The dataset draws its randomness from ``(seed, epoch, index)``; this only
     keeps any other library call in a worker reproducible.
@@ -153,3 +155,4 @@ def seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+    ignore_stop_signals()  # the main process finishes its step and saves (ops/stop_signal.py)

@@ -62,6 +62,52 @@ def test_torchrun_two_cpu_processes_match_one_process_with_the_same_total_batch(
     assert [m["top1"] for m in m2] == [m["top1"] for m in m1]
 
 
+SIGNAL_ONE_RANK = """
+import os, signal, sys
+sys.path.insert(0, {repo!r})
+import main
+real_save = main.save_checkpoint
+def save_checkpoint(state, *args, **kwargs):
+    result = real_save(state, *args, **kwargs)
+    if (state["epoch"], state["step_in_epoch"]) == (0, 2):
+        open({marker!r} + os.environ["RANK"], "w").close()
+    return result
+main.save_checkpoint = save_checkpoint
+if os.environ["RANK"] == "1":  # only rank 1 is signalled, once rank 0 has written the step-2 checkpoint
+    real_on_main = main.on_main_process
+    def on_main_process(fn, info):
+        result = real_on_main(fn, info)
+        if os.path.exists({marker!r} + "0") and not os.path.exists({marker!r} + "sent"):
+            open({marker!r} + "sent", "w").close()
+            os.kill(os.getpid(), signal.SIGTERM)
+        return result
+    main.on_main_process = on_main_process
+sys.exit(main.cli(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step_with_one_checkpoint(tmp_path):
+    data = make_tiny_dataset(tmp_path / "data", n_train=16, n_val=2)  # 4 steps of 2 x 2 videos
+    marker = str(tmp_path / "saved_")
+    script = tmp_path / "signal_one_rank.py"
+    script.write_text(SIGNAL_ONE_RANK.format(repo=str(REPO), marker=marker))
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
+           str(script), *train_argv(data, out, "--epochs", "1", "--save-every", "2", "-b", "2")]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    # Both ranks stopped after the same step and said so (rank 1 logs warnings too); torchrun saw the
+    # first of them leave with 128 + SIGTERM.
+    assert output.count("stopped by SIGTERM at epoch 0, step 3 of 4") == 2, output[-3000:]
+    assert "failed (exitcode: 143)" in output
+    ckpt = read_verified_checkpoint(str(out / "ckpt" / "run" / CKPT_NAME))
+    assert (ckpt["epoch"], ckpt["step_in_epoch"], len(ckpt["rng_state"])) == (0, 3, 2)
+    assert "stopped by SIGTERM at epoch 0, step 3 of 4" in (out / "log" / "run" / "log.txt").read_text()
+
+
 def test_sync_bn_is_refused_on_cpu_before_anything_is_written(tmp_path):
     argv = train_argv(tmp_path / "no_data", tmp_path, "--sync_bn")
     with pytest.raises(UsageError, match="--sync_bn needs CUDA"):

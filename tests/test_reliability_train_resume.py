@@ -117,6 +117,62 @@ def test_sigkill_mid_epoch_then_resume_is_bit_exact(data, tmp_path):
         assert (loss, lr) == expected[key], key  # exact float equality, per step and per try
 
 
+def _signal_in_child(data: Path, out: Path, signum: int, times: int) -> None:
+    """Run main.py's command line in a forked child that sends itself ``signum`` ``times`` times right
+    after the mid-epoch checkpoint of epoch 1, step 2 is saved; exits with main.cli's status."""
+    torch.set_num_threads(1)
+    real_save = main.save_checkpoint
+
+    def save_checkpoint(state, *args, **kwargs):
+        result = real_save(state, *args, **kwargs)
+        if (state["epoch"], state["step_in_epoch"]) == (1, 2):
+            for _ in range(times):
+                os.kill(os.getpid(), signum)
+        return result
+
+    main.save_checkpoint = save_checkpoint
+    status = 1
+    try:
+        status = main.cli(train_argv(data, out, *EXACT))
+    finally:
+        os._exit(status)
+
+
+def _run_child(target, *args) -> int:
+    child = FORK.Process(target=target, args=args)
+    child.start()
+    child.join(timeout=300)
+    assert child.exitcode is not None, "the run did not end"
+    return child.exitcode
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_finishes_the_step_saves_and_resume_is_bit_exact(data, tmp_path, signum):
+    reference, stopped = tmp_path / "reference", tmp_path / "stopped"
+    train(data, reference, *EXACT)
+    assert _run_child(_signal_in_child, data, stopped, signum, 1) == 128 + signum  # 143 / 130
+    ckpt = read_verified_checkpoint(str(stopped / "ckpt" / "run" / CKPT_NAME))
+    assert (ckpt["epoch"], ckpt["step_in_epoch"]) == (1, 3)  # the step after the signal, then saved
+    log = (stopped / "log" / "run" / "log.txt").read_text()
+    name = signal.Signals(signum).name
+    assert f"received {name}" in log and f"stopped by {name} at epoch 1, step 3 of 6" in log
+    assert step_lines(stopped)[-1][0] == (1, 2)  # steps.tsv counts from 0: nothing after step 3 ran
+
+    train(data, stopped, *EXACT, "--resume", "auto")
+    assert_same_weights(reference, stopped)
+    expected = read_steps(reference / "log" / "run")
+    for key, (loss, lr) in step_lines(stopped):
+        assert (loss, lr) == expected[key], key
+
+
+def test_a_second_stop_signal_stops_at_once(data, tmp_path):
+    out = tmp_path / "run"
+    assert _run_child(_signal_in_child, data, out, signal.SIGTERM, 2) == -signal.SIGTERM  # killed by it
+    ckpt = read_verified_checkpoint(str(out / "ckpt" / "run" / CKPT_NAME))
+    assert (ckpt["epoch"], ckpt["step_in_epoch"]) == (1, 2)  # no further step, no further save
+
+
 def test_resume_at_epoch_boundary_keeps_lr_and_weights_identical(data, tmp_path):
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
     args = ("--deterministic", "--lr_steps", "1")  # the step decay falls on the boundary
