@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import test_models
 from ops.checkpoint import CheckpointError
@@ -43,25 +44,81 @@ def setup(tmp_path_factory):
     return root, models, paths
 
 
-def manual_scores(model, root, args) -> np.ndarray:
-    """Per-video scores computed by hand: every view through the model, then the mean over views."""
-    cfg = test_models.get_dataset_config("something", str(root), val_list="val.txt", num_class=NUM_CLASS)
-    dataset = test_models.build_dataset(model, cfg, model.num_segments, args)
-    out = []
+# ---------------------------------------------------------------- the published test pipeline, by hand
+#
+# Everything the expected scores need is written here as numbers, not taken from
+# the code under test. The tiny videos have 10 frames (1.jpg .. 10.jpg, 32x32);
+# the models have 4 segments; RGB reads 1 frame per segment, Lite and PA 4.
+
+#: ImageNet normalisation of the published pipeline.
+MEAN = np.array([0.485, 0.456, 0.406])
+STD = np.array([0.229, 0.224, 0.225])
+#: --input_size 32: the frames are resized to 32 * 256 // 224 = 36 (shorter side), then cropped.
+RESIZED, CROP = 36, 32
+
+# Frame numbers (1-based) of each temporal view, one list per segment.
+# RGB, 10 frames, 4 segments: tick 10/4 = 2.5; centres int(1.25 + 2.5 k) = 1, 3, 6, 8 -> frames 2, 4, 7, 9;
+# starts (twice_sample's second view) int(2.5 k) = 0, 2, 5, 7 -> frames 1, 3, 6, 8.
+RGB_CENTRES = [[2], [4], [7], [9]]
+# --num_clips 2: view k at (2k+1)/4 of each span: int(0.625 + 2.5 j) = 0, 3, 5, 8 and int(1.875 + 2.5 j) = 1, 4, 6, 9.
+RGB_TWO_CLIPS = [[[1], [4], [6], [9]], [[2], [5], [7], [10]]]
+# --dense_sample: a 64-frame window with stride 64 / 4 = 16 from frame 0, wrapped over the 10 frames:
+# 0, 16 % 10, 32 % 10, 48 % 10 = 0, 6, 2, 8 -> frames 1, 7, 3, 9; the 10 window starts all fall on 0.
+RGB_DENSE = [[1], [7], [3], [9]]
+# Lite / PA, 4 frames per segment: 10 - 4 + 1 = 7 start frames, tick 7/4 = 1.75;
+# centres int(0.875 + 1.75 k) = 0, 2, 4, 6; starts int(1.75 k) = 0, 1, 3, 5; 4 frames from each.
+M4_CENTRES = [[1, 2, 3, 4], [3, 4, 5, 6], [5, 6, 7, 8], [7, 8, 9, 10]]
+M4_STARTS = [[1, 2, 3, 4], [2, 3, 4, 5], [4, 5, 6, 7], [6, 7, 8, 9]]
+
+# Crops (x, y, size, mirrored) on the 36x36 resized frame.
+CENTRE = [(2, 2, CROP, False)]  # round((36 - 32) / 2) = 2
+# 3 crops: step (36 - 32) // 4 = 1; left (0, 2 steps), right (4 steps, 2 steps), centre (2, 2).
+THREE = [(0, 2, CROP, False), (4, 2, CROP, False), (2, 2, CROP, False)]
+# 3 crops with --full_res: crops of 36 on a 36x36 frame: the whole frame, three times.
+THREE_FULL = [(0, 0, RESIZED, False)] * 3
+# 5 crops: the 4 corners (step 1: 0 or 4) and the centre; 10 crops: each of them and its mirror image.
+FIVE = [(0, 0, CROP, False), (4, 0, CROP, False), (0, 4, CROP, False), (4, 4, CROP, False), (2, 2, CROP, False)]
+TEN = [(x, y, s, mirrored) for x, y, s, _ in FIVE for mirrored in (False, True)]
+
+
+def resized_frame(root, video: int, number: int) -> Image.Image:
+    img = Image.open(root / "frames" / f"video{video}" / f"{number:05d}.jpg").convert("RGB")
+    return img.resize((RESIZED, RESIZED), Image.BILINEAR)
+
+
+def view_scores(model, root, video: int, temporal_views, crops) -> np.ndarray:
+    """The model's scores ``[V, C]`` of every (crop, temporal view) pair of one video, inputs built here."""
+    clips = []
+    for x, y, size, mirrored in crops:
+        for segments in temporal_views:
+            planes = []
+            for number in (n for segment in segments for n in segment):
+                crop = resized_frame(root, video, number).crop((x, y, x + size, y + size))
+                if mirrored:
+                    crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+                rgb = (np.asarray(crop, dtype=np.float64) / 255.0 - MEAN) / STD  # [H, W, 3]
+                planes.extend(rgb.transpose(2, 0, 1))
+            clips.append(np.stack(planes))
     with torch.no_grad():
-        for i in range(len(dataset)):
-            x, _ = dataset[i]
-            views = x.reshape(-1, model.num_segments * model.new_length * 3, *x.shape[-2:])
-            out.append(model(views).mean(0).numpy())
-    return np.stack(out)
+        return model(torch.tensor(np.stack(clips), dtype=torch.float32)).numpy()
+
+
+def fused_by_hand(model, root, temporal_views, crops, fusion: str = "avg") -> np.ndarray:
+    """``[NUM_VIDEOS, C]``: per video, the mean (or the elementwise max) over its views."""
+    fuse = {"avg": lambda s: s.mean(0), "max": lambda s: s.max(0)}[fusion]
+    return np.stack([fuse(view_scores(model, root, v, temporal_views, crops)) for v in range(NUM_VIDEOS)])
+
+
+def assert_scores_close(actual: np.ndarray, expected: np.ndarray) -> None:
+    # float32 pipelines against float64 inputs: rounding only, relative to the scores' scale.
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-4 * max(1.0, np.abs(expected).max()))
 
 
 def test_scores_are_the_mean_over_crops_and_clips_of_the_model_outputs(setup, tmp_path):
     root, models, paths = setup
-    extra = ("--test_crops", "3", "--twice_sample")
-    metrics, saved = run_eval(root, paths["Lite"], tmp_path, *extra)
-    expected = manual_scores(models["Lite"], root, eval_args(root, paths["Lite"], tmp_path, *extra))
-    np.testing.assert_allclose(saved["scores"], expected, rtol=1e-4, atol=1e-5)
+    metrics, saved = run_eval(root, paths["Lite"], tmp_path, "--test_crops", "3", "--twice_sample")
+    expected = fused_by_hand(models["Lite"], root, [M4_CENTRES, M4_STARTS], THREE)
+    assert_scores_close(saved["scores"], expected)
     assert saved["labels"].tolist() == [i % NUM_CLASS for i in range(NUM_VIDEOS)]
     assert saved["videos"].tolist() == [f"frames/video{i}" for i in range(NUM_VIDEOS)]
     assert metrics["num_videos"] == NUM_VIDEOS
@@ -70,26 +127,29 @@ def test_scores_are_the_mean_over_crops_and_clips_of_the_model_outputs(setup, tm
 
 
 @pytest.mark.parametrize(
-    "extra",
+    "extra, temporal_views, crops, fusion",
     [
-        ("--test_crops", "10"),
-        ("--test_crops", "3", "--full_res"),
-        ("--dense_sample",),
-        ("--num_clips", "2"),
-        ("--crop_fusion_type", "max", "--test_crops", "5"),
+        (("--test_crops", "10"), [RGB_CENTRES], TEN, "avg"),
+        (("--test_crops", "3", "--full_res"), [RGB_CENTRES], THREE_FULL, "avg"),
+        (("--dense_sample",), [RGB_DENSE] * 10, CENTRE, "avg"),
+        (("--num_clips", "2"), RGB_TWO_CLIPS, CENTRE, "avg"),
+        (("--crop_fusion_type", "max", "--test_crops", "5"), [RGB_CENTRES], FIVE, "max"),
     ],
-    ids=lambda e: " ".join(e),
+    ids=["10 crops", "3 full-res crops", "dense", "2 clips", "max over 5 crops"],
 )
-def test_every_view_option_evaluates_each_video_once(setup, tmp_path, extra):
-    root, _, paths = setup
+def test_every_view_option_gives_the_published_views_fused(setup, tmp_path, extra, temporal_views, crops, fusion):
+    root, models, paths = setup
     metrics, saved = run_eval(root, paths["RGB"], tmp_path, *extra)
+    assert_scores_close(saved["scores"], fused_by_hand(models["RGB"], root, temporal_views, crops, fusion))
     assert metrics["num_videos"] == NUM_VIDEOS
-    assert saved["scores"].shape == (NUM_VIDEOS, NUM_CLASS) and np.isfinite(saved["scores"]).all()
     assert saved["indices"].tolist() == list(range(NUM_VIDEOS))
     confusion = np.loadtxt(tmp_path / "confusion_matrix.csv", delimiter=",")
-    assert confusion.shape == (NUM_CLASS, NUM_CLASS) and confusion.sum() == NUM_VIDEOS
+    predicted = saved["scores"].argmax(1)
+    assert confusion.tolist() == [[float(np.sum((saved["labels"] == t) & (predicted == p))) for p in range(NUM_CLASS)]
+                                  for t in range(NUM_CLASS)]
     written = json.loads((tmp_path / "metrics.json").read_text())
-    assert written["top1"] == metrics["top1"] and written["num_videos"] == NUM_VIDEOS
+    assert written["top1"] == metrics["top1"] == pytest.approx(100 * np.mean(predicted == saved["labels"]))
+    assert written["num_videos"] == NUM_VIDEOS
     assert json.loads((tmp_path / "args.json").read_text())["dataset"] == "something"
     assert not list(tmp_path.glob(".*tmp")), "temporary files left behind"
 
@@ -108,12 +168,19 @@ def test_ensemble_sums_each_models_softmax_scores_with_the_coefficients(setup, s
     np.testing.assert_allclose(soft["scores"], softmax(lite["scores"]) + 0.5 * softmax(rgb["scores"]), atol=1e-6)
 
 
-def test_ensemble_of_three_modalities_with_per_model_segments(setup, tmp_path):
-    # PAN En: Lite + RGB + PA with --full_res --twice_sample; each reads its own frames.
+def test_ensemble_of_three_modalities_sums_the_single_model_evaluations(setup, tmp_path):
+    # PAN En: Lite + RGB + PA with --full_res --twice_sample; each reads its own frames (1 or 4 per segment),
+    # so each model's share of the sum equals its evaluation alone.
     root, _, paths = setup
+    views = ("--full_res", "--twice_sample")
+    alone = [run_eval(root, paths[m], tmp_path / m, *views)[1]["scores"] for m in ("Lite", "RGB", "PA")]
     weights = [paths["Lite"], paths["RGB"], paths["PA"]]
-    metrics, saved = run_eval(root, weights, tmp_path, "--full_res", "--twice_sample", "--test_segments", "4,4,4")
-    assert metrics["num_videos"] == NUM_VIDEOS and saved["scores"].shape == (NUM_VIDEOS, NUM_CLASS)
+    metrics, summed = run_eval(root, weights, tmp_path / "sum", *views, "--test_segments", "4,4,4")
+    assert metrics["num_videos"] == NUM_VIDEOS and summed["scores"].shape == (NUM_VIDEOS, NUM_CLASS)
+    np.testing.assert_allclose(summed["scores"], alone[0] + alone[1] + alone[2], rtol=1e-6, atol=1e-5)
+    _, soft = run_eval(root, weights, tmp_path / "soft", *views, "--test_segments", "4,4,4", "--softmax")
+    np.testing.assert_allclose(soft["scores"], sum(softmax(s) for s in alone), atol=1e-6)
+    assert not np.allclose(alone[0], alone[1]) and not np.allclose(alone[1], alone[2])  # three different models
 
 
 def test_ensemble_refuses_wrong_number_of_coefficients(setup, tmp_path):
