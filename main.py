@@ -63,9 +63,13 @@ from ops.lr_schedule import EpochLR, build_param_groups
 from ops.models import PAN
 from ops.run_folder import OutputFolderError, RunFolder, check_writable, lock_run_folders, warn_if_low_space
 from ops.runtime import (
+    CollectiveTimeout,
     DistInfo,
     cleanup_distributed,
+    explain_timeout,
+    heartbeat,
     init_distributed,
+    is_timeout,
     max_over_processes,
     resolve_device,
     setup_logging,
@@ -101,7 +105,7 @@ class DataCheckError(ValueError):
 #: Errors that end a run with a message instead of a traceback.
 EXPECTED_ERRORS = (
     UsageError, OutputFolderError, CheckpointError, ListFileError, SampleLoadError, NonFiniteLossError,
-    TooManyBadSamples, FileNotFoundError, RankZeroFailed, DataCheckError,
+    TooManyBadSamples, FileNotFoundError, RankZeroFailed, DataCheckError, CollectiveTimeout,
 )
 
 
@@ -310,7 +314,7 @@ def main(args: argparse.Namespace) -> dict:
     if args.sync_bn and device.type != "cuda":
         raise UsageError("--sync_bn needs CUDA: SyncBatchNorm does not run on CPU; drop --sync_bn "
                          "(or use --freeze-bn for small per-process batches)")
-    info = init_distributed(device)
+    info = init_distributed(device, args.dist_timeout)
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     try:
         return _train(args, device, info)
@@ -339,6 +343,13 @@ def _train(args: argparse.Namespace, device: torch.device, info: DistInfo) -> di
         logger.error("%s", err)  # into log.txt too, where the run's story is read later
         err.already_logged = True
         raise
+    except RuntimeError as err:  # a collective's time-out is a peer's problem, told as such
+        if not (info.distributed and is_timeout(err)):
+            raise
+        timeout = explain_timeout(err, info, args.dist_timeout)
+        logger.error("%s", timeout)
+        timeout.already_logged = True
+        raise timeout from err
     finally:
         run.close()
         _close_log_file(log_file)
@@ -439,6 +450,7 @@ def _run(args: argparse.Namespace, device: torch.device, info: DistInfo, run: Ru
                             num_workers=args.workers, pin_memory=device.type == "cuda", worker_init_fn=seed_worker)
 
     def validate(epoch: int) -> dict:
+        heartbeat(info, f"validation after epoch {epoch}")
         metrics = evaluate(model, criterion, val_loader, device, amp=args.amp, channels_last=args.channels_last,
                            dist_info=info)
         logger.info("validation after epoch %d: top-1 %.2f%% top-5 %.2f%% loss %.4f (%d videos)", epoch,
@@ -483,6 +495,7 @@ def _run(args: argparse.Namespace, device: torch.device, info: DistInfo, run: Ru
                             generator=loader_generator(args.seed, epoch), worker_init_fn=seed_worker)
 
         def on_step_end(done: int, epoch: int = epoch) -> None:
+            heartbeat(info, f"epoch {epoch}, step {done}")  # named if another process times out waiting
             if done >= steps_in_epoch:  # the epoch's end: validation and its checkpoint come next
                 return
             signum = max_over_processes(stop.signum, info)  # every process stops at the same step
@@ -491,6 +504,7 @@ def _run(args: argparse.Namespace, device: torch.device, info: DistInfo, run: Ru
                 raise interrupted(signum, f"epoch {epoch}, step {done} of {steps_in_epoch}")
             if args.save_every and done % args.save_every == 0:
                 save(epoch, done)
+                heartbeat(info, f"epoch {epoch}, step {done}, checkpoint saved")
 
         train_metrics = train_one_epoch(
             model, criterion, optimizer, scheduler, loader, device, epoch, steps_in_epoch=steps_in_epoch,

@@ -68,7 +68,18 @@ from ops.inference import (
 )
 from ops.inference import build_model as build_config_model
 from ops.models import PAN
-from ops.runtime import DEVICE_CHOICES, cleanup_distributed, init_distributed, resolve_device, setup_logging
+from ops.runtime import (
+    DEFAULT_DIST_TIMEOUT_MINUTES,
+    DEVICE_CHOICES,
+    CollectiveTimeout,
+    cleanup_distributed,
+    explain_timeout,
+    heartbeat,
+    init_distributed,
+    is_timeout,
+    resolve_device,
+    setup_logging,
+)
 from ops.run_plan import build_on_meta
 from ops.sampling import num_test_views
 from ops.transforms import default_scale_size, eval_transform
@@ -153,6 +164,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="leave out videos that fail to load (reported beside the accuracy) instead of stopping")
     # --- where and how fast
     parser.add_argument("--device", default="auto", help=f"{', '.join(DEVICE_CHOICES)} or cuda:N")
+    parser.add_argument("--dist-timeout", dest="dist_timeout", type=float, default=DEFAULT_DIST_TIMEOUT_MINUTES,
+                        help="minutes a collective may wait for the other torchrun processes before the "
+                             "evaluation stops naming the process waited on")
     parser.add_argument("--amp", action=bool_flag, default=False,
                         help="autocast: bf16 on CPU (slow on CPUs without native bf16), fp16 on CUDA")
     parser.add_argument("--amp_dtype", default=None, choices=tuple(AMP_DTYPES),
@@ -379,10 +393,14 @@ def main(args: argparse.Namespace) -> dict:
     if args.dry_run:
         return dry_run(args)
     device = resolve_device(args.device)
-    dist_info = init_distributed(device)
+    dist_info = init_distributed(device, args.dist_timeout)
     setup_logging(dist_info.is_main)
     try:
         return _run(args, device, dist_info)
+    except RuntimeError as err:  # a collective's time-out is a peer's problem, told as such
+        if dist_info.distributed and is_timeout(err):
+            raise explain_timeout(err, dist_info, args.dist_timeout) from err
+        raise
     finally:
         cleanup_distributed()
 
@@ -454,6 +472,7 @@ def _evaluate(args: argparse.Namespace, device: torch.device, dist_info, weights
         )
         local = evaluate(prepare_model(model, device, options), loader, cfg.num_class, setup,
                          os.path.basename(path))
+        heartbeat(dist_info, f"{path} evaluated")
         run = gather_predictions(local, keep)
         if dist_info.is_main and len(weights) > 1 and len(run.labels):
             metrics, _ = compute_metrics(run.scores, run.labels, cfg.num_class, len(run.skipped))
@@ -480,7 +499,7 @@ def _evaluate(args: argparse.Namespace, device: torch.device, dist_info, weights
 
 
 #: Errors that are the input's fault: reported as one clear message, no traceback.
-USER_ERRORS = (UsageError, OutputError, CheckpointError, SampleLoadError, ListFileError, FileNotFoundError, ValueError, OSError)
+USER_ERRORS = (UsageError, OutputError, CollectiveTimeout, CheckpointError, SampleLoadError, ListFileError, FileNotFoundError, ValueError, OSError)
 
 if __name__ == "__main__":
     try:

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import logging
 import os
+import socket
 import sys
+import time
 from dataclasses import dataclass
 
 import torch
@@ -65,10 +68,17 @@ class DistInfo:
         return self.rank == 0
 
 
-def init_distributed(device: torch.device, timeout_minutes: int = 30) -> DistInfo:
+#: Minutes a collective may wait for the other processes (``--dist-timeout``). Long enough for the
+#: main process to write a large checkpoint to a slow shared disk, short enough that a stopped peer
+#: is noticed well before a scheduler's time limit.
+DEFAULT_DIST_TIMEOUT_MINUTES = 10.0
+
+
+def init_distributed(device: torch.device, timeout_minutes: float = DEFAULT_DIST_TIMEOUT_MINUTES) -> DistInfo:
     """Join the process group when launched by ``torchrun`` (nccl on CUDA, gloo on CPU).
 
-    Returns a single-process :class:`DistInfo` when not launched by torchrun.
+    ``timeout_minutes`` bounds every collective. Returns a single-process
+    :class:`DistInfo` when not launched by torchrun.
     """
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return DistInfo()
@@ -80,6 +90,65 @@ def init_distributed(device: torch.device, timeout_minutes: int = 30) -> DistInf
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=timeout_minutes))
     return info
+
+
+_HEARTBEAT_KEY = "pan/heartbeat/{rank}"
+_heartbeats = 0  # this process's count, so that the process furthest behind is told first
+
+
+def heartbeat(info: DistInfo, where: str) -> None:
+    """Tell the other processes (through the rendezvous store) where this one is, with the time.
+
+    Read back by :func:`describe_peers` when a collective times out, to name the process waited on.
+    """
+    global _heartbeats
+    if not info.distributed:
+        return
+    _heartbeats += 1
+    note = json.dumps({"where": where, "count": _heartbeats, "time": time.time(), "pid": os.getpid(),
+                       "host": socket.gethostname()})
+    dist.distributed_c10d._get_default_store().set(_HEARTBEAT_KEY.format(rank=info.rank), note)
+
+
+def describe_peers(info: DistInfo) -> str:
+    """One line per process: where it last said it was and how long ago, the furthest behind first."""
+    try:
+        store = dist.distributed_c10d._get_default_store()
+        notes = {}
+        for rank in range(info.world_size):
+            key = _HEARTBEAT_KEY.format(rank=rank)
+            notes[rank] = json.loads(store.get(key)) if store.check([key]) else None
+    except Exception as err:  # the store itself may be gone with the failed peer
+        return f"(the other processes' progress cannot be read: {err})"
+    now = time.time()
+    silent = sorted(notes, key=lambda r: (notes[r]["count"], notes[r]["time"]) if notes[r] else (-1, 0.0))
+    lines = []
+    for rank in silent:
+        note = notes[rank]
+        if note is None:
+            lines.append(f"rank {rank}: never reported")
+        else:
+            lines.append(f"rank {rank} (pid {note['pid']} on {note['host']}): last at {note['where']}, "
+                         f"{now - note['time']:.0f} s ago")
+    return "\n  ".join(lines)
+
+
+class CollectiveTimeout(RuntimeError):
+    """A collective waited longer than ``--dist-timeout``; the message names the processes waited on."""
+
+
+def is_timeout(err: BaseException) -> bool:
+    """Whether a distributed error is a collective's time-out (gloo and nccl word it differently)."""
+    text = str(err).lower()
+    return isinstance(err, RuntimeError) and ("timed out" in text or "timeout" in text)
+
+
+def explain_timeout(err: BaseException, info: DistInfo, timeout_minutes: float) -> CollectiveTimeout:
+    """The error to report for a collective's time-out, naming the silent processes first."""
+    return CollectiveTimeout(
+        f"process {info.rank} waited more than --dist-timeout {timeout_minutes:g} min for the other processes "
+        f"in a collective operation; the one furthest behind is waited on (stopped, hung or dead):\n  "
+        f"{describe_peers(info)}\n(original error: {str(err).splitlines()[0] if str(err) else type(err).__name__})")
 
 
 def max_over_processes(value: int, info: DistInfo) -> int:

@@ -14,7 +14,7 @@ from ops.checkpoint_io import RESUME_AUTO
 from ops.lr_schedule import LR_TYPES
 from ops.modalities import MODALITIES
 from ops.models import CONSENSUS_TYPES
-from ops.runtime import DEVICE_CHOICES
+from ops.runtime import DEFAULT_DIST_TIMEOUT_MINUTES, DEVICE_CHOICES
 
 CHECK_DATA_CHOICES = ("quick", "full", "off")
 
@@ -124,6 +124,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--channels_last", action=on_off, default=False, help="channels-last memory format")
     g.add_argument("--compile", action=on_off, default=False, help="torch.compile the model (falls back to "
                    "eager with a warning if compiling fails)")
+    g.add_argument("--dist-timeout", dest="dist_timeout", type=float, default=DEFAULT_DIST_TIMEOUT_MINUTES,
+                   help="minutes a collective may wait for the other torchrun processes before the run stops "
+                   "naming the process waited on (a stopped or hung peer)")
     g.add_argument("--seed", type=int, default=0, help="seed of the model init, sample order and augmentation")
     g.add_argument("--deterministic", action=on_off, default=False, help="deterministic kernels; with it a "
                    "resumed run reproduces an uninterrupted one bit for bit on CPU")
@@ -222,6 +225,8 @@ def check_args(args: argparse.Namespace) -> None:
                              ("--max-bad-in-row", args.max_bad_in_row, 1), ("--eval-freq", args.eval_freq, 1)):
         if value < low:
             raise UsageError(f"{flag} must be >= {low}, got {value}")
+    if not args.dist_timeout > 0:
+        raise UsageError(f"--dist-timeout must be > 0 minutes, got {args.dist_timeout}")
     if not 0.0 <= args.max_bad_fraction < 1.0:
         raise UsageError(f"--max-bad-fraction must be in [0, 1), got {args.max_bad_fraction}")
     if args.save_every and args.save_every % args.iter_size:

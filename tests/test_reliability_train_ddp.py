@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -106,6 +108,50 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step_with_one_checkpoi
     ckpt = read_verified_checkpoint(str(out / "ckpt" / "run" / CKPT_NAME))
     assert (ckpt["epoch"], ckpt["step_in_epoch"], len(ckpt["rng_state"])) == (0, 3, 2)
     assert "stopped by SIGTERM at epoch 0, step 3 of 4" in (out / "log" / "run" / "log.txt").read_text()
+
+
+STOP_ONE_RANK = """
+import os, signal, sys
+sys.path.insert(0, {repo!r})
+import main
+if os.environ["RANK"] == "1":  # rank 1 is stopped (SIGSTOP) once the step-2 checkpoint exists
+    real_on_main = main.on_main_process
+    def on_main_process(fn, info):
+        result = real_on_main(fn, info)
+        if os.path.exists({ckpt!r}):
+            os.kill(os.getpid(), signal.SIGSTOP)
+        return result
+    main.on_main_process = on_main_process
+sys.exit(main.cli(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_stopped_peer_is_named_when_the_collective_timeout_expires(tmp_path):
+    data = make_tiny_dataset(tmp_path / "data", n_train=16, n_val=2)
+    out = tmp_path / "run"
+    script = tmp_path / "stop_one_rank.py"
+    script.write_text(STOP_ONE_RANK.format(repo=str(REPO), ckpt=str(out / "ckpt" / "run" / CKPT_NAME)))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
+           str(script), *train_argv(data, out, "--epochs", "1", "--save-every", "2", "-b", "2",
+                                    "--dist-timeout", "0.1")]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    log = out / "log" / "run" / "log.txt"
+    try:
+        deadline = time.monotonic() + 300  # a guard against a hang, not a timing condition
+        while "--dist-timeout" not in (log.read_text() if log.exists() else ""):
+            assert proc.poll() is None, "the run ended without reporting the time-out"
+            assert time.monotonic() < deadline, "no time-out was reported"
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # rank 1 is still stopped
+        proc.wait()
+    text = log.read_text()
+    assert "process 0 waited more than --dist-timeout 0.1 min" in text
+    waited_on = text.split("(stopped, hung or dead):")[1].splitlines()[1].strip()
+    assert waited_on.startswith("rank 1 (pid ") and "last at epoch 0, step 2" in waited_on, text[-2000:]
 
 
 def test_sync_bn_is_refused_on_cpu_before_anything_is_written(tmp_path):
