@@ -87,6 +87,10 @@ RESUME_MODEL_FIELDS = ("num_class", "num_segments", "modality", "base_model", "c
                        "shift_div", "shift_place", "temporal_pool", "data_length", "has_VAP")
 
 
+class OutOfMemory(RuntimeError):
+    """The run ran out of host or GPU memory; the message says what to lower."""
+
+
 class RankZeroFailed(RuntimeError):
     """Raised on the other processes when a step that only rank 0 performs failed there."""
 
@@ -105,7 +109,7 @@ class DataCheckError(ValueError):
 #: Errors that end a run with a message instead of a traceback.
 EXPECTED_ERRORS = (
     UsageError, OutputFolderError, CheckpointError, ListFileError, SampleLoadError, NonFiniteLossError,
-    TooManyBadSamples, FileNotFoundError, RankZeroFailed, DataCheckError, CollectiveTimeout,
+    TooManyBadSamples, FileNotFoundError, RankZeroFailed, DataCheckError, CollectiveTimeout, OutOfMemory,
 )
 
 
@@ -237,8 +241,18 @@ def load_tune_from(model: PAN, path: str) -> list[str]:
     return skipped
 
 
+#: What a checkpoint of this trainer holds beyond the weights, and a run needs to continue.
+RESUME_KEYS = ("epoch", "optimizer", "scheduler", "format_version")
+
+
 def check_resume_compatible(ckpt: dict, path: str, current: dict, model: PAN, allow_change: bool) -> None:
-    """Refuse a checkpoint of another model, or of another data/process layout unless allowed."""
+    """Refuse a checkpoint that cannot be continued: a released or foreign file (weights only, no
+    training state), another model, or another data/process layout unless allowed."""
+    missing = [key for key in RESUME_KEYS if key not in ckpt]
+    if missing:
+        raise CheckpointError(
+            f"--resume {path} holds no training state of this trainer (no {', '.join(missing)}): it is a "
+            f"released or foreign checkpoint. To start a run from its weights, pass it as --tune_from")
     load_model_weights(model, ckpt["state_dict"], source=f"--resume {path}")
     saved_config = ckpt.get("model_config") or {}
     config = model.config()
@@ -343,6 +357,15 @@ def _train(args: argparse.Namespace, device: torch.device, info: DistInfo) -> di
         logger.error("%s", err)  # into log.txt too, where the run's story is read later
         err.already_logged = True
         raise
+    except (torch.OutOfMemoryError, MemoryError) as err:
+        out_of_memory = OutOfMemory(
+            f"ran out of {'GPU' if isinstance(err, torch.OutOfMemoryError) else 'host'} memory "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no details'}). Lower --batch-size "
+            f"(per process; scale --lr with the total), or use --amp, fewer -j workers, fewer --num_segments; "
+            f"continue with --resume auto from the last checkpoint in {model_dir}")
+        logger.error("%s", out_of_memory)
+        out_of_memory.already_logged = True
+        raise out_of_memory from err
     except RuntimeError as err:  # a collective's time-out is a peer's problem, told as such
         if not (info.distributed and is_timeout(err)):
             raise

@@ -225,6 +225,19 @@ def check_args(args: argparse.Namespace) -> None:
                              ("--max-bad-in-row", args.max_bad_in_row, 1), ("--eval-freq", args.eval_freq, 1)):
         if value < low:
             raise UsageError(f"{flag} must be >= {low}, got {value}")
+    if args.crop_size < 1:
+        raise UsageError(f"--crop_size must be >= 1 pixel, got {args.crop_size}")
+    if args.scale_size is not None and args.scale_size < args.crop_size:
+        raise UsageError(f"--scale_size {args.scale_size} is below --crop_size {args.crop_size}: validation "
+                         "resizes the shorter side to scale_size, then crops crop_size from it")
+    if not 0.0 <= args.dropout < 1.0:
+        raise UsageError(f"--dropout must be in [0, 1), got {args.dropout}")
+    if MODALITIES[args.modality].uses_pa and args.data_length < 2:
+        raise UsageError(f"--data_length must be >= 2 for {args.modality} (PA compares consecutive frames), "
+                         f"got {args.data_length}")
+    if args.resume and args.resume != RESUME_AUTO and os.path.isdir(args.resume):
+        raise UsageError(f"--resume {args.resume} is a folder: give a checkpoint file in it (e.g. "
+                         f"{os.path.join(args.resume, 'ckpt.pth.tar')}), or --resume auto for this run's latest")
     if not args.dist_timeout > 0:
         raise UsageError(f"--dist-timeout must be > 0 minutes, got {args.dist_timeout}")
     if not 0.0 <= args.max_bad_fraction < 1.0:

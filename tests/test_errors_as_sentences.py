@@ -1,0 +1,65 @@
+"""Errors reach the user and log.txt as sentences that say what to do (docs/RELIABILITY.md)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import main
+import ops.engine
+from ops.models import PAN
+from tests.test_train_support import make_tiny_dataset, one_thread, train_argv  # noqa: F401 (autouse)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_tiny_dataset(tmp_path_factory.mktemp("tiny"), n_train=4, n_val=2)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--crop_size", "0"), "--crop_size must be >= 1 pixel, got 0"),
+    (("--crop_size", "224", "--scale_size", "200"), "--scale_size 200 is below --crop_size 224"),
+    (("--dropout", "1.5"), "--dropout must be in [0, 1), got 1.5"),
+    (("--data_length", "1"), "--data_length must be >= 2 for PA"),
+], ids=["crop 0", "scale below crop", "dropout 1.5", "data_length 1"])
+def test_impossible_sizes_and_rates_are_usage_errors_before_anything_starts(data, tmp_path, capsys, flags, message):
+    argv = train_argv(data, tmp_path, *flags, modality="PA")
+    with pytest.raises(SystemExit) as stop:
+        main.cli(argv)
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # no run folder, no checkpoint folder
+
+
+def test_resume_given_a_folder_says_which_file_to_give(data, tmp_path, capsys):
+    folder = tmp_path / "some_run"
+    folder.mkdir()
+    with pytest.raises(SystemExit) as stop:
+        main.cli(train_argv(data, tmp_path / "out", "--resume", str(folder)))
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and f"--resume {folder} is a folder" in err and "ckpt.pth.tar" in err
+
+
+def test_resume_given_a_released_file_says_to_use_tune_from(data, tmp_path):
+    model = PAN(3, 2, "RGB", base_model="mobilenet_v2", pretrain=None, is_shift=True, has_VAP=True)
+    released = tmp_path / "PAN_RGB_tiny_mobilenet_v2_shift8_blockres_avg_segment2_e50.pth.tar"
+    torch.save({"epoch": 50, "arch": "mobilenet_v2", "best_prec1": 1.0, "optimizer": {},
+                "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, released)
+    out = tmp_path / "out"
+    assert main.cli(train_argv(data, out, "--resume", str(released))) == 1
+    log = (out / "log" / "run" / "log.txt").read_text()
+    assert "holds no training state of this trainer (no scheduler, format_version)" in log
+    assert "pass it as --tune_from" in log
+
+
+@pytest.mark.parametrize("error, kind", [(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"),
+                                          "GPU"), (MemoryError(), "host")], ids=["cuda", "host"])
+def test_running_out_of_memory_is_a_sentence_in_the_log(data, tmp_path, monkeypatch, error, kind):
+    def forward_loss(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(ops.engine, "forward_loss", forward_loss)
+    out = tmp_path / "out"
+    assert main.cli(train_argv(data, out)) == 1
+    log = (out / "log" / "run" / "log.txt").read_text()
+    assert f"ran out of {kind} memory" in log and "Lower --batch-size" in log and "--resume auto" in log
+    assert "Traceback" not in log
