@@ -9,7 +9,6 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from ops.modalities import IMAGENET_MEAN, IMAGENET_STD
 from ops.transforms import (
     FrameDecodeError,
     center_crop_offset,
@@ -21,6 +20,30 @@ from ops.transforms import (
     train_transform,
 )
 from tests.helpers_data import make_frames
+
+
+#: ImageNet mean and std of the published GroupNormalize, written here (not imported from the code under test).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ScriptedDraws(random.Random):
+    """A generator whose draws are given: ``randint`` returns ``indices`` in turn (each checked to lie in
+    the asked range), ``random`` returns ``uniforms`` in turn."""
+
+    def __init__(self, indices, uniforms):
+        super().__init__(0)
+        self.indices, self.uniforms = list(indices), list(uniforms)
+        self.ranges = []
+
+    def randint(self, low, high):
+        value = self.indices.pop(0)
+        self.ranges.append((low, high))
+        assert low <= value <= high
+        return value
+
+    def random(self):
+        return self.uniforms.pop(0)
 
 
 def published_to_tensor(imgs):
@@ -105,9 +128,10 @@ class TestEval:
         t = eval_transform(32, 40, num_crops=num_crops)
         out = t(open_lazy(clip))
         imgs = [TF.resize(Image.open(p).convert("RGB"), 40) for p in clip]
-        w, h = imgs[0].size
+        assert imgs[0].size == (53, 40)  # 71x53 -> shorter side 40: int(40 * 71 / 53) = 53
         ref = []
-        for ox, oy in fixed_crop_offsets(w, h, 32, 32, more_fix_crop=False):
+        # Steps (53 - 32) // 4 = 5 and (40 - 32) // 4 = 2: the 4 corners, then the centre.
+        for ox, oy in [(0, 0), (20, 0), (0, 8), (20, 8), (10, 4)]:
             crops = [im.crop((ox, oy, ox + 32, oy + 32)) for im in imgs]
             ref += crops
             if num_crops == 10:
@@ -147,20 +171,44 @@ class TestTrain:
         outs = {t(open_lazy(clip), np.random.default_rng(s)).sum().item() for s in range(20)}
         assert len(outs) > 5
 
-    def test_close_to_published_crop_resize_flip(self, clip):
-        """Same draw as the published GroupMultiScaleCrop + flip; pixels differ by interpolation only."""
+    # Draws of the published GroupMultiScaleCrop on a 71x53 clip, output 40, written out by hand.
+    # Candidate sides: int(53 * [1, .875, .75, .66]) = 53, 46, 39, 34; 39 is within 3 of 40 -> 40.
+    # Candidate (w, h), h-major, |i - j| <= 1: 0 (53,53) 1 (46,53) 2 (53,46) 3 (46,46) 4 (40,46)
+    #   5 (46,40) 6 (40,40) 7 (34,40) 8 (40,34) 9 (34,34).
+    # Positions on steps ws = (71 - w) // 4, hs = (53 - h) // 4, in the published order:
+    #   (0,0) (4,0) (0,4) (4,4) (2,2) (0,2) (4,2) (2,4) (2,0) (1,1) (3,1) (1,3) (3,3).
+    # The flip is taken when the uniform draw is below 0.5.
+    DRAWS = [
+        # (size index, position index, uniform), expected box (x, y, w, h), flipped
+        ((6, 4, 0.3), (14, 6, 40, 40), True),  # (40,40) at the centre: ws 7, hs 3 -> (14, 6)
+        ((2, 1, 0.7), (16, 0, 53, 46), False),  # (53,46) top right: ws 4, hs 1 -> (16, 0)
+        ((9, 12, 0.5), (27, 12, 34, 34), False),  # (34,34) at (3,3): ws 9, hs 4 -> (27, 12)
+        ((0, 9, 0.1), (4, 0, 53, 53), True),  # (53,53) at (1,1): ws 4, hs 0 -> (4, 0)
+    ]
+
+    @pytest.mark.parametrize("draw, box, flipped", DRAWS)
+    def test_given_draws_crop_resize_and_flip_as_published(self, clip, draw, box, flipped):
+        """The crop of a given draw, cut and resized with PIL here; pixels differ by interpolation only."""
+        size_index, position_index, uniform = draw
         t = train_transform(40, None, flip=True)
-        for seed in range(8):
-            out = t(open_lazy(clip), np.random.default_rng(seed))
-            (x, y, w, h), flipped = t.draw(71, 53, np.random.default_rng(seed))
-            ref = []
-            for p in clip:
-                im = Image.open(p).convert("RGB").crop((x, y, x + w, y + h)).resize((40, 40), Image.BILINEAR)
-                ref.append(im.transpose(Image.FLIP_LEFT_RIGHT) if flipped else im)
-            ref = published_to_tensor(ref)
-            std = torch.tensor(IMAGENET_STD).repeat(len(clip)).view(-1, 1, 1)
-            err = ((out - ref) * std * 255).abs()
-            assert err.mean() < 3 and err.max() < 40
+        rng = ScriptedDraws([size_index, position_index], [uniform])
+        assert t.draw(71, 53, rng) == (box, flipped)
+        assert rng.ranges == [(0, 9), (0, 12)] and not rng.indices and not rng.uniforms
+        out = t(open_lazy(clip), ScriptedDraws([size_index, position_index], [uniform]))
+        x, y, w, h = box
+        ref = []
+        for p in clip:
+            im = Image.open(p).convert("RGB").crop((x, y, x + w, y + h))
+            if (w, h) != (40, 40):
+                im = im.resize((40, 40), Image.BILINEAR)
+            ref.append(im.transpose(Image.FLIP_LEFT_RIGHT) if flipped else im)
+        ref = published_to_tensor(ref)
+        std = torch.tensor(IMAGENET_STD).repeat(len(clip)).view(-1, 1, 1)
+        err = ((out - ref) * std * 255).abs()
+        if (w, h) == (40, 40):
+            assert err.max() < 1e-3  # no resize: the same pixels
+        else:
+            assert err.mean() < 0.25 and err.max() < 2.5  # measured: mean 0.01, max 1 grey level
 
     def test_flip_never_when_not_allowed(self, clip):
         t = train_transform(40, None, flip=False)
