@@ -1,6 +1,7 @@
 """tools/bench_train.py: builds main.py's model from a main.py command line and reports clips/s per flag set.
 
-No timing is checked here; the benchmark prints figures, the tests pin down what it runs.
+No real timing is checked here: the clock is replaced by given durations, so the reported clips/s
+and speed-ups are checked against figures worked out by hand, with no threshold on time.
 """
 
 import argparse
@@ -28,16 +29,62 @@ def test_the_default_configuration_is_a_valid_main_py_command_line():
     assert (args.modality, args.arch, args.num_segments, args.crop_size, args.batch_size) == ("Lite", "resnet18", 8, 28, 16)
 
 
-def test_every_variant_trains_the_same_initial_model(capsys):
+@pytest.fixture(autouse=True)
+def restore_threads():
+    """bench_train.main sets torch's thread count (--threads 1 here: on a shared 2-core machine two
+    threads spin against other jobs); put the previous count back for the tests that follow."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+class ScriptedClock:
+    """Stands in for bench_train's ``time`` module: ``perf_counter`` gives the start and the end of each
+    timed block in turn, the blocks lasting the given seconds. No real time is measured."""
+
+    def __init__(self, durations):
+        self.values = []
+        now = 100.0
+        for seconds in durations:
+            self.values += [now, now + seconds]
+            now += seconds + 7.0
+        self.calls = 0
+
+    def perf_counter(self):
+        self.calls += 1
+        return self.values.pop(0)
+
+
+def test_two_configurations_are_timed_in_turn_and_the_speed_up_is_the_ratio_of_their_medians(capsys, monkeypatch):
+    # 3 repeats, each timing plain then channels_last for 1 step of a batch of 2 clips (seconds given here):
+    durations = [0.5, 0.2, 1.0, 0.25, 0.25, 1.0]
+    # plain: 2 clips / (0.5, 1.0, 0.25) s = 4, 2, 8 clips/s -> median 4, min 2
+    # channels_last: 2 / (0.2, 0.25, 1.0) = 10, 8, 2 clips/s -> median 8, min 2; speed-up 8 / 4 = 2.00x
+    # (the means, 4.67 and 6.67, would give 1.43x; the minima 1.00x)
+    clock = ScriptedClock(durations)
+    monkeypatch.setattr(bench_train, "time", clock)
+    built = []
+
+    class RecordingTrainer(bench_train.Trainer):
+        def __init__(self, model, main_args, flags, device):
+            super().__init__(model, main_args, flags, device)
+            built.append((flags, self.settings.channels_last, self.settings.amp))
+
+    monkeypatch.setattr(bench_train, "Trainer", RecordingTrainer)
     args = bench_train.get_args_parser().parse_args(
-        ["--main-args", TINY, "--variant", "plain", "--variant", "channels_last", "--variant", "amp",
-         "--steps", "1", "--repeats", "1", "--warmup", "0"])
+        ["--main-args", TINY, "--variant", "plain", "--variant", "channels_last",
+         "--steps", "1", "--repeats", "3", "--warmup", "0", "--threads", "1"])
     rates = bench_train.main(args)
-    assert set(rates) == {"plain", "--channels_last", "--amp"}
-    assert all(rate > 0 for rate in rates.values())
+    assert built == [((), False, False), (("--channels_last",), True, False)]
+    assert clock.calls == 2 * len(durations) and not clock.values  # each block timed once, start and end
+    assert rates == {"plain": pytest.approx(4.0), "--channels_last": pytest.approx(8.0)}
     out = capsys.readouterr().out
-    assert "PAN Lite resnet18, 2 segments x 4 frames, 16x16, batch 2" in out
-    assert "1.00x" in out  # the baseline against itself
+    assert "PAN Lite resnet18, 2 segments x 4 frames, 16x16, batch 2; 3 repeats of 1 steps" in out
+    table = out[out.index("speed-up"):].splitlines()[1:]
+    rows = {line.rsplit(None, 3)[0]: [float(v.rstrip("x")) for v in line.rsplit(None, 3)[1:]] for line in table}
+    assert rows == {"plain": [4.0, 2.0, 1.0], "--channels_last": [8.0, 2.0, 2.0]}
+    # the printed speed-up is the ratio of the two printed medians
+    assert rows["--channels_last"][2] == pytest.approx(rows["--channels_last"][0] / rows["plain"][0])
 
 
 def test_variants_start_from_equal_weights_and_take_the_same_first_step():
