@@ -23,6 +23,7 @@ import main
 from ops.checkpoint import CheckpointError, read_checkpoint
 from ops.checkpoint_io import (
     CKPT_NAME,
+    FORMAT_VERSION,
     PREV_NAME,
     PAUSE_BEFORE_RENAME_ENV,
     CheckpointWriteError,
@@ -327,7 +328,9 @@ def test_every_torch_load_in_the_project_passes_weights_only_true():
 
 
 def _checkpoint_of(model: PAN, folder: Path) -> Path:
-    state = {"epoch": 1, "step_in_epoch": 0, "model_config": model.config(), "state_dict": model.state_dict()}
+    """A checkpoint of this trainer (training state included) holding ``model``."""
+    state = {"epoch": 1, "step_in_epoch": 0, "model_config": model.config(), "state_dict": model.state_dict(),
+             "optimizer": {}, "scheduler": {}, "format_version": FORMAT_VERSION}
     folder.mkdir(parents=True)
     save_checkpoint(state, str(folder))
     return folder / CKPT_NAME
@@ -344,7 +347,7 @@ def _checkpoint_of(model: PAN, folder: Path) -> Path:
 )
 def test_checkpoint_of_another_model_is_refused_with_keys_listed(tmp_path, change, expected):
     config = dict(num_class=3, num_segments=2, modality="RGB", base_model="mobilenet_v2", pretrain=None,
-                  has_VAP=True, partial_bn=False)
+                  has_VAP=True, partial_bn=False, is_shift=True)  # the run's model but for `change`
     path = _checkpoint_of(PAN(**{**config, **change}), tmp_path / "ckpt")
     data = make_tiny_dataset(tmp_path / "data", n_train=2, n_val=1)
     argv = train_argv(data, tmp_path, "--resume", str(path))

@@ -132,10 +132,11 @@ def test_bad_validation_file_fails_naming_it_after_saving_the_epoch(tmp_path):
 
 def test_nan_loss_stops_naming_epoch_and_step_and_keeps_last_good_checkpoint(tmp_path):
     data = make_tiny_dataset(tmp_path / "data")
-    train(data, tmp_path, "--epochs", "1")
+    # Without the shift: a huge step leaves this model's weights finite but its next loss NaN.
+    train(data, tmp_path, "--epochs", "1", "--no-shift")
     # A learning rate that overflows the weights after one step: the next loss is NaN.
     with pytest.raises(NonFiniteLossError, match=r"loss is (nan|inf) at epoch 1, step 1: stopping"):
-        train(data, tmp_path, "--resume", "auto", "--lr", "1e37", "--gd", "0", "--save-every", "1")
+        train(data, tmp_path, "--resume", "auto", "--lr", "1e37", "--gd", "0", "--save-every", "1", "--no-shift")
     # The checkpoint after step 0 (huge but finite weights) is the last one; step 1's NaN is never saved.
     ckpt = read_verified_checkpoint(str(tmp_path / "ckpt" / "run" / CKPT_NAME))
     assert (ckpt["epoch"], ckpt["step_in_epoch"]) == (1, 1)
