@@ -21,6 +21,9 @@ figures equal those of one process.
 
 A sample that cannot be read stops the evaluation with its file named;
 ``--skip-bad`` leaves such videos out instead and reports how many.
+
+This file holds the command line; the evaluation loop, fusion, metrics and
+outputs live in :mod:`ops.evaluation`.
 """
 
 from __future__ import annotations
@@ -31,26 +34,27 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
+from torch.utils.data import DataLoader
 
 from ops.checkpoint import CheckpointError
-from ops.dataset import ListFileError, SampleLoadError, TSNDataSet
+from ops.dataset import ListFileError, SampleLoadError
 from ops.dataset_config import DatasetConfig, get_dataset_config, load_categories
 from ops.evaluation import (
     CROP_FUSION_TYPES,
+    EvalSetup,
+    IndexedClips,
     Predictions,
     OutputError,
     OutputFolder,
+    build_dataset,
     check_output_file,
+    collate_clips,
     compute_metrics,
     ensemble_predictions,
+    evaluate,
     first_occurrences,
-    fuse_views,
     gather_predictions,
     save_results,
     submission_rows,
@@ -64,10 +68,8 @@ from ops.inference import (
     prepare_model,
     read_checked_checkpoint,
     resolve_model_config,
-    run_batch,
 )
 from ops.inference import build_model as build_config_model
-from ops.models import PAN
 from ops.runtime import (
     DEFAULT_DIST_TIMEOUT_MINUTES,
     DEVICE_CHOICES,
@@ -82,7 +84,7 @@ from ops.runtime import (
 )
 from ops.run_plan import build_on_meta
 from ops.sampling import num_test_views
-from ops.transforms import default_scale_size, eval_transform
+from ops.transforms import default_scale_size
 
 logger = logging.getLogger("test_models")
 
@@ -207,114 +209,6 @@ def parse_list(text: str | None, count: int, kind, flag: str) -> list | None:
     if len(values) != count:
         raise UsageError(f"{flag} has {len(values)} values for {count} checkpoints in --weights")
     return values
-
-
-# --------------------------------------------------------------------------- data
-
-
-class IndexedClips(Dataset):
-    """``(index, clip or None, label, error or None)`` for the given list positions.
-
-    A :class:`SampleLoadError` is returned rather than raised, so the main
-    process decides (stop, or leave the video out with ``--skip-bad``) and the
-    message keeps the file's name across worker processes.
-    """
-
-    def __init__(self, dataset: TSNDataSet, indices: list[int]) -> None:
-        self.dataset = dataset
-        self.indices = indices
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int):
-        index = self.indices[i]
-        try:
-            x, label = self.dataset[index]
-        except SampleLoadError as err:
-            return index, None, self.dataset.records[index].label, (err.path, err.reason)
-        return index, x, label, None
-
-
-def collate_clips(items):
-    """Stack the good clips; returns ``(indices, x [B, ...] or None, labels, {index: (path, reason)})``."""
-    good = [item for item in items if item[1] is not None]
-    bad = {item[0]: item[3] for item in items if item[1] is None}
-    x = torch.stack([item[1] for item in good]) if good else None
-    indices = np.array([item[0] for item in good], dtype=np.int64)
-    labels = np.array([item[2] for item in good], dtype=np.int64)
-    return indices, x, labels, bad
-
-
-def build_dataset(model: PAN, cfg: DatasetConfig, test_segments: int, args: argparse.Namespace) -> TSNDataSet:
-    """The test-mode dataset for one model: its frames per segment, normalisation and views."""
-    crop = args.input_size or model.crop_size
-    transform = eval_transform(crop, None, args.test_crops, args.full_res, model.input_mean, model.input_std)
-    return TSNDataSet(
-        cfg.root_path, cfg.val_list, num_segments=test_segments, new_length=model.new_length,
-        image_tmpl=cfg.image_tmpl, transform=transform, mode="test", dense_sample=args.dense_sample,
-        twice_sample=args.twice_sample, num_clips=args.num_clips, video=cfg.video, num_class=cfg.num_class,
-        lmdb_path=args.lmdb,
-    )
-
-
-# --------------------------------------------------------------------------- evaluation
-
-
-@dataclass
-class EvalSetup:
-    """What :func:`evaluate` needs besides the model and the data."""
-
-    device: torch.device
-    options: InferenceOptions
-    num_views: int
-    crop_fusion_type: str = "avg"
-    skip_bad: bool = False
-    show_progress: bool = False
-
-
-def evaluate(model: torch.nn.Module, loader: DataLoader, num_class: int, setup: EvalSetup,
-             description: str = "eval") -> Predictions:
-    """Score every video the loader yields; views are fused per video.
-
-    Each batch ``x`` is ``[B, V*T*m*3, H, W]`` (``V = setup.num_views``); it is
-    run as ``[B*V, T*m*3, H, W]`` and the ``[B*V, C]`` scores are fused into
-    ``[B, C]``. A video that failed to load stops the evaluation
-    (:class:`SampleLoadError` naming its file) unless ``setup.skip_bad``.
-    """
-    parts, skipped = [], {}
-    done = 0
-    start = time.perf_counter()
-    bar = tqdm(total=len(loader.dataset), unit="video", desc=description, disable=not setup.show_progress,
-               dynamic_ncols=True)
-    for indices, x, labels, bad in loader:
-        for index, (path, reason) in bad.items():
-            if not setup.skip_bad:
-                raise SampleLoadError(path, f"{reason} -- evaluation stops here (pass --skip-bad to leave "
-                                            f"unreadable videos out and report them)")
-            logger.warning("left out video %d: %s: %s", index, path, reason)
-            skipped[int(index)] = f"{path}: {reason}"
-        if x is not None:
-            batch = x.shape[0]
-            clips = x.reshape(batch * setup.num_views, -1, *x.shape[-2:])
-            scores = run_batch(model, clips, setup.device, setup.options)
-            fused = fuse_views(scores.reshape(batch, setup.num_views, -1), setup.crop_fusion_type)
-            parts.append((indices, fused.numpy(), labels))
-        done += len(indices) + len(bad)
-        bar.update(len(indices) + len(bad))
-    bar.close()
-    elapsed = time.perf_counter() - start
-    logger.info("%s: %d videos in %.1f s (%.2f videos/s)", description, done, elapsed, done / max(elapsed, 1e-9))
-    if not parts:
-        result = Predictions.empty(num_class)
-        result.skipped = skipped
-        return result
-    return Predictions(
-        np.concatenate([p[0] for p in parts]),
-        np.concatenate([p[1] for p in parts]).astype(np.float32),
-        np.concatenate([p[2] for p in parts]),
-        skipped,
-    )
 
 
 def model_overrides(args: argparse.Namespace, num_segments: int | None) -> dict:
@@ -453,7 +347,9 @@ def _evaluate(args: argparse.Namespace, device: torch.device, dist_info, weights
     for path, num_segments in zip(weights, segments):
         model, resolved, checkpoint = load_checkpoint_model(path, cfg.num_class, model_overrides(args, num_segments))
         logger.info("%s: %s", path, ", ".join(f"{k}={v} ({resolved.sources[k]})" for k, v in resolved.config.items()))
-        dataset = build_dataset(model, cfg, model.num_segments, args)
+        dataset = build_dataset(model, cfg, model.num_segments, test_crops=args.test_crops, full_res=args.full_res,
+                                input_size=args.input_size, dense_sample=args.dense_sample,
+                                twice_sample=args.twice_sample, num_clips=args.num_clips, lmdb=args.lmdb)
         total = len(dataset) if args.max_num < 0 else min(args.max_num, len(dataset))
         video_paths = [r.path for r in dataset.records[:total]]
         keep, repeats = first_occurrences(video_paths)

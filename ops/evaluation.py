@@ -1,4 +1,4 @@
-"""Video-level evaluation: view fusion, ensembles, metrics, sharding and outputs.
+"""Video-level evaluation: the multi-view loop, view fusion, ensembles, metrics, sharding and outputs.
 
 Shapes: ``N`` videos, ``V`` views per video (crops x temporal clips), ``C``
 classes. Scores are ``float32 [N, C]`` numpy arrays, labels ``int64 [N]``,
@@ -8,6 +8,10 @@ Distributed evaluation shards the list without padding (rank ``r`` of ``W``
 takes videos ``r, r + W, ...``), so no video is evaluated twice, and
 :func:`gather_predictions` reassembles the shards in list order, checking that
 every video appears exactly once.
+
+The loop (:func:`evaluate`) scores the clips of :func:`build_dataset` wrapped
+in :class:`IndexedClips` (batched by :func:`collate_clips`): used by
+``test_models.py`` and ``tools/bench_inference.py``.
 """
 
 from __future__ import annotations
@@ -15,17 +19,28 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from ops.checkpoint_io import atomic_write, write_text_atomic
+from ops.dataset import SampleLoadError, TSNDataSet
+from ops.dataset_config import DatasetConfig
+from ops.inference import InferenceOptions, run_batch
+from ops.transforms import eval_transform
+
+#: The logger of the evaluation's messages (the name test_models.py has always logged them under).
+logger = logging.getLogger("test_models")
 
 CROP_FUSION_TYPES = ("avg", "max")
 
@@ -251,6 +266,114 @@ def ensemble_predictions(
             )
     scores = [softmax(run.scores) if apply_softmax else run.scores for run in kept]
     return Predictions(kept[0].indices, fuse_ensemble(scores, coeffs), kept[0].labels, skipped)
+
+
+# --------------------------------------------------------------------------- the multi-view loop
+
+
+class IndexedClips(Dataset):
+    """``(index, clip or None, label, error or None)`` for the given list positions.
+
+    A :class:`SampleLoadError` is returned rather than raised, so the main
+    process decides (stop, or leave the video out with ``--skip-bad``) and the
+    message keeps the file's name across worker processes.
+    """
+
+    def __init__(self, dataset: TSNDataSet, indices: list[int]) -> None:
+        self.dataset = dataset
+        self.indices = indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        index = self.indices[i]
+        try:
+            x, label = self.dataset[index]
+        except SampleLoadError as err:
+            return index, None, self.dataset.records[index].label, (err.path, err.reason)
+        return index, x, label, None
+
+
+def collate_clips(items):
+    """Stack the good clips; returns ``(indices, x [B, ...] or None, labels, {index: (path, reason)})``."""
+    good = [item for item in items if item[1] is not None]
+    bad = {item[0]: item[3] for item in items if item[1] is None}
+    x = torch.stack([item[1] for item in good]) if good else None
+    indices = np.array([item[0] for item in good], dtype=np.int64)
+    labels = np.array([item[2] for item in good], dtype=np.int64)
+    return indices, x, labels, bad
+
+
+def build_dataset(model, cfg: DatasetConfig, test_segments: int, *, test_crops: int = 1, full_res: bool = False,
+                  input_size: int | None = None, dense_sample: bool = False, twice_sample: bool = False,
+                  num_clips: int = 1, lmdb: str | None = None) -> TSNDataSet:
+    """The test-mode dataset for one model (a :class:`ops.models.PAN`): its frames per segment,
+    normalisation and views (the keywords are ``test_models.py``'s flags of the same names)."""
+    crop = input_size or model.crop_size
+    transform = eval_transform(crop, None, test_crops, full_res, model.input_mean, model.input_std)
+    return TSNDataSet(
+        cfg.root_path, cfg.val_list, num_segments=test_segments, new_length=model.new_length,
+        image_tmpl=cfg.image_tmpl, transform=transform, mode="test", dense_sample=dense_sample,
+        twice_sample=twice_sample, num_clips=num_clips, video=cfg.video, num_class=cfg.num_class,
+        lmdb_path=lmdb,
+    )
+
+
+@dataclass
+class EvalSetup:
+    """What :func:`evaluate` needs besides the model and the data."""
+
+    device: torch.device
+    options: InferenceOptions
+    num_views: int
+    crop_fusion_type: str = "avg"
+    skip_bad: bool = False
+    show_progress: bool = False
+
+
+def evaluate(model: torch.nn.Module, loader: DataLoader, num_class: int, setup: EvalSetup,
+             description: str = "eval") -> Predictions:
+    """Score every video the loader yields; views are fused per video.
+
+    Each batch ``x`` is ``[B, V*T*m*3, H, W]`` (``V = setup.num_views``); it is
+    run as ``[B*V, T*m*3, H, W]`` and the ``[B*V, C]`` scores are fused into
+    ``[B, C]``. A video that failed to load stops the evaluation
+    (:class:`SampleLoadError` naming its file) unless ``setup.skip_bad``.
+    """
+    parts, skipped = [], {}
+    done = 0
+    start = time.perf_counter()
+    bar = tqdm(total=len(loader.dataset), unit="video", desc=description, disable=not setup.show_progress,
+               dynamic_ncols=True)
+    for indices, x, labels, bad in loader:
+        for index, (path, reason) in bad.items():
+            if not setup.skip_bad:
+                raise SampleLoadError(path, f"{reason} -- evaluation stops here (pass --skip-bad to leave "
+                                            f"unreadable videos out and report them)")
+            logger.warning("left out video %d: %s: %s", index, path, reason)
+            skipped[int(index)] = f"{path}: {reason}"
+        if x is not None:
+            batch = x.shape[0]
+            clips = x.reshape(batch * setup.num_views, -1, *x.shape[-2:])
+            scores = run_batch(model, clips, setup.device, setup.options)
+            fused = fuse_views(scores.reshape(batch, setup.num_views, -1), setup.crop_fusion_type)
+            parts.append((indices, fused.numpy(), labels))
+        done += len(indices) + len(bad)
+        bar.update(len(indices) + len(bad))
+    bar.close()
+    elapsed = time.perf_counter() - start
+    logger.info("%s: %d videos in %.1f s (%.2f videos/s)", description, done, elapsed, done / max(elapsed, 1e-9))
+    if not parts:
+        result = Predictions.empty(num_class)
+        result.skipped = skipped
+        return result
+    return Predictions(
+        np.concatenate([p[0] for p in parts]),
+        np.concatenate([p[1] for p in parts]).astype(np.float32),
+        np.concatenate([p[2] for p in parts]),
+        skipped,
+    )
 
 
 # --------------------------------------------------------------------------- outputs

@@ -129,30 +129,28 @@ def machine_description(device: torch.device) -> str:
 
 
 def agreement(model: torch.nn.Module, paths: dict, args: argparse.Namespace, device: torch.device) -> None:
-    """Top-1 of each path over ``--val_list`` and how often the fast ones agree with fp32."""
-    from ops.dataset import TSNDataSet
+    """Top-1 of each path over ``--val_list`` and how often the fast ones agree with fp32.
+
+    Each path is scored by the evaluation loop of ``test_models.py`` (:func:`ops.evaluation.evaluate`;
+    one centre crop, one clip), so the figures are those an evaluation with its flags would give.
+    """
     from ops.dataset_config import get_dataset_config
-    from ops.transforms import eval_transform
+    from ops.evaluation import EvalSetup, IndexedClips, build_dataset, collate_clips, evaluate
 
     cfg = get_dataset_config(args.dataset, args.root_path, val_list=args.val_list)
-    crop = args.input_size or model.crop_size
-    dataset = TSNDataSet(
-        cfg.root_path, cfg.val_list, num_segments=model.num_segments, new_length=model.new_length,
-        image_tmpl=cfg.image_tmpl, transform=eval_transform(crop, None, 1, False, model.input_mean, model.input_std),
-        mode="test", video=cfg.video, num_class=cfg.num_class,
-    )
-    loader = torch.utils.data.DataLoader(dataset, batch_size=8, num_workers=args.workers)
-    predictions: dict[str, list[np.ndarray]] = {name: [] for name in paths}
-    labels = []
-    for x, y in loader:
-        labels.append(y.numpy())
-        for name, (path_model, options) in paths.items():
-            predictions[name].append(run_batch(path_model, x, device, options).argmax(1).numpy())
-    truth = np.concatenate(labels)
-    base = np.concatenate(predictions["fp32"])
+    dataset = build_dataset(model, cfg, model.num_segments, input_size=args.input_size)
+    clips = IndexedClips(dataset, list(range(len(dataset))))
+    predictions: dict[str, np.ndarray] = {}
+    truth = np.zeros(0, np.int64)
+    for name, (path_model, options) in paths.items():
+        loader = torch.utils.data.DataLoader(clips, batch_size=8, num_workers=args.workers,
+                                             collate_fn=collate_clips)
+        scored = evaluate(path_model, loader, cfg.num_class, EvalSetup(device, options, num_views=1), name)
+        predictions[name] = scored.scores.argmax(1)
+        truth = scored.labels
+    base = predictions["fp32"]
     print(f"\ntop-1 agreement with fp32 over {len(truth)} videos of {cfg.val_list}:")
-    for name, preds in predictions.items():
-        pred = np.concatenate(preds)
+    for name, pred in predictions.items():
         print(f"  {name:<40} top-1 {100 * (pred == truth).mean():6.2f}%   "
               f"agreement {100 * (pred == base).mean():6.2f}%")
 
