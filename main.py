@@ -23,10 +23,8 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Callable
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -64,13 +62,18 @@ from ops.models import PAN
 from ops.run_folder import OutputFolderError, RunFolder, check_writable, lock_run_folders, warn_if_low_space
 from ops.runtime import (
     CollectiveTimeout,
+    CompiledWithFallback,
     DistInfo,
+    RankZeroFailed,
+    broadcast,
     cleanup_distributed,
     explain_timeout,
+    gather_objects,
     heartbeat,
     init_distributed,
     is_timeout,
     max_over_processes,
+    on_main_process,
     resolve_device,
     setup_logging,
 )
@@ -89,10 +92,6 @@ RESUME_MODEL_FIELDS = ("num_class", "num_segments", "modality", "base_model", "c
 
 class OutOfMemory(RuntimeError):
     """The run ran out of host or GPU memory; the message says what to lower."""
-
-
-class RankZeroFailed(RuntimeError):
-    """Raised on the other processes when a step that only rank 0 performs failed there."""
 
 
 class DataCheckError(ValueError):
@@ -272,41 +271,9 @@ def check_resume_compatible(ckpt: dict, path: str, current: dict, model: PAN, al
         logger.warning("--allow-resume-change: %s", change)
 
 
-def broadcast(obj: object, info: DistInfo) -> object:
-    """``obj`` of rank 0, on every process."""
-    if not info.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def on_main_process(fn: Callable[[], object], info: DistInfo) -> object:
-    """Run ``fn`` on rank 0 and return its result there (None elsewhere).
-
-    If it fails, every process raises, so none waits forever in a collective.
-    """
-    error, result = None, None
-    if info.is_main:
-        try:
-            result = fn()
-        except Exception as err:  # re-raised below, on every rank
-            error = err
-    message = broadcast(None if error is None else f"{type(error).__name__}: {error}", info)
-    if error is not None:
-        raise error
-    if message is not None:
-        raise RankZeroFailed(f"rank 0 failed: {message}")
-    return result
-
-
 def gather_rng_states(info: DistInfo) -> list[dict]:
-    state = capture_rng_state()
-    if not info.distributed:
-        return [state]
-    states: list = [None] * info.world_size
-    dist.all_gather_object(states, state)
-    return states
+    """Every process's RNG states, for a checkpoint that resumes each process where it was."""
+    return gather_objects(capture_rng_state(), info)
 
 
 # ------------------------------------------------------------------ main
@@ -461,12 +428,7 @@ def _run(args: argparse.Namespace, device: torch.device, info: DistInfo, run: Ru
     if info.distributed:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if args.compile:
-        try:
-            # Static shapes, as in ops/inference.py: the last partial batch compiles anew (seconds),
-            # where dynamic shapes can spend many minutes in symbolic simplification.
-            model = torch.compile(model, dynamic=False)
-        except Exception as err:  # an unsupported platform; training works without it
-            logger.warning("--compile failed (%s: %s); continuing without torch.compile", type(err).__name__, err)
+        model = CompiledWithFallback(model)
     criterion = nn.CrossEntropyLoss().to(device)
     val_loader = DataLoader(StrictDataset(val_set), batch_size=args.batch_size,
                             sampler=ShardSampler(len(val_set), info.world_size, info.rank),

@@ -20,14 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from ops.bad_samples import BadSampleMonitor, BadSampleReport
+from ops.bad_samples import BadSampleMonitor
 from ops.lr_schedule import EpochLR
 from ops.run_folder import RunFolder
-from ops.runtime import DistInfo, autocast
+from ops.runtime import DistInfo, autocast, gather_objects, sum_over_processes
 
 logger = logging.getLogger(__name__)
 
@@ -72,22 +71,6 @@ def correct_counts(output: torch.Tensor, target: torch.Tensor, topk: tuple[int, 
     pred = output.topk(maxk, dim=1).indices
     hits = pred.eq(target.view(-1, 1))
     return [int(hits[:, : min(k, maxk)].any(dim=1).sum()) for k in topk]
-
-
-def _all_reduce(values: list[float], device: torch.device, distributed: bool) -> list[float]:
-    if not distributed:
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
-
-
-def _gather_reports(reports: list[BadSampleReport], info: DistInfo) -> list[BadSampleReport]:
-    if not info.distributed:
-        return reports
-    gathered: list = [None] * info.world_size
-    dist.all_gather_object(gathered, reports)
-    return [r for part in gathered for r in part]
 
 
 def forward_loss(model: nn.Module, criterion: nn.Module, x: torch.Tensor, labels: torch.Tensor,
@@ -184,16 +167,16 @@ def train_one_epoch(
         # One reduction per step: every process learns the mean loss, whether
         # any loss was non-finite, and the bad-data counts, and so stops at the
         # same step as the others.
-        mean_loss, non_finite, loads, bad = _all_reduce(
+        mean_loss, non_finite, loads, bad = sum_over_processes(
             [loss_value if finite else 0.0, 0.0 if finite else 1.0, float(len(labels) + len(reports)),
              float(len(reports))],
-            device, dist_info.distributed,
+            device, dist_info,
         )
         mean_loss /= dist_info.world_size
         if non_finite:
             raise NonFiniteLossError(epoch, step, loss_value if not finite else float("nan"))
         if bad:
-            for r in _gather_reports(reports, dist_info):
+            for r in (r for part in gather_objects(reports, dist_info) for r in part):
                 run.log_bad_sample(epoch, step, r.index, r.path, r.reason, r.replacement)
                 logger.warning("bad training sample %s (%s); replaced by item %d", r.path, r.reason, r.replacement)
         monitor.update(int(loads), int(bad))
@@ -275,7 +258,7 @@ def evaluate(
         sums[3] += n
         bar.update(1)
     bar.close()
-    loss_sum, hits1, hits5, count = _all_reduce(sums, device, dist_info.distributed)
+    loss_sum, hits1, hits5, count = sum_over_processes(sums, device, dist_info)
     count = int(count)
     if count == 0:
         raise RuntimeError("validation saw no samples")

@@ -22,7 +22,6 @@ Two concerns shared by ``test_models.py`` and the tools:
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from ops.checkpoint import (
     read_checkpoint,
 )
 from ops.models import PAN
+from ops.runtime import CompiledWithFallback, autocast
 
 logger = logging.getLogger(__name__)
 
@@ -67,10 +67,7 @@ RELEASED_DEFAULTS = {
     "consensus_type": "avg",
 }
 
-AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
-#: Warnings given once per process (the same condition holds for every batch).
-_warned = {"bf16": False}
 
 
 # --------------------------------------------------------------------------- configuration
@@ -265,39 +262,6 @@ class InferenceOptions:
         return "+".join(parts) or "fp32"
 
 
-def resolve_amp_dtype(device: torch.device, name: str | None = None) -> torch.dtype:
-    """``--amp`` precision: ``name`` if given, else bf16 on CPU and fp16 on CUDA.
-
-    fp16 on CPU is refused (autocast there is bf16 only in practice); bf16 on
-    a GPU without bf16 support is refused. On a CPU without native bf16
-    instructions (no AVX512-BF16/AMX) bf16 runs emulated and may be slower
-    than fp32: that is logged, not hidden.
-    """
-    if name is not None and name not in AMP_DTYPES:
-        raise ValueError(f"unknown --amp_dtype {name!r}; choose one of {', '.join(AMP_DTYPES)}")
-    if device.type == "cuda":
-        dtype = AMP_DTYPES[name] if name else torch.float16
-        if dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
-            raise ValueError(f"--amp_dtype bfloat16 was asked for, but {torch.cuda.get_device_name(device)} lacks bf16")
-        return dtype
-    if name == "float16":
-        raise ValueError("--amp_dtype float16 is for CUDA; on CPU use bfloat16")
-    if not torch.ops.mkldnn._is_mkldnn_bf16_supported() and not _warned["bf16"]:
-        _warned["bf16"] = True
-        logger.warning(
-            "this CPU has no native bf16 instructions (%s): --amp runs emulated bf16, "
-            "which can be slower than fp32", torch.backends.cpu.get_cpu_capability()
-        )
-    return torch.bfloat16
-
-
-def autocast_context(device: torch.device, options: InferenceOptions) -> contextlib.AbstractContextManager:
-    """Autocast for the options' precision, or a no-op when ``amp`` is off."""
-    if not options.amp:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=resolve_amp_dtype(device, options.amp_dtype))
-
-
 def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """A convolution computing ``bn(conv(x))`` with eval-mode (running) statistics."""
     scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
@@ -369,37 +333,6 @@ def fuse_conv_bn(model: nn.Module) -> nn.Module:
     return fused_model
 
 
-class _CompiledWithFallback(nn.Module):
-    """``torch.compile``'d model that falls back to eager, with a warning, if compiling fails.
-
-    Compilation happens at the first call, so that is where a missing
-    compiler or an unsupported operation shows up; the warning names the error.
-    Inductor's *freezing* is on for every call: the weights are constants at
-    inference, so it folds BatchNorm and pre-packs convolution weights.
-    """
-
-    def __init__(self, model: nn.Module, mode: str | None) -> None:
-        super().__init__()
-        self.eager = model
-        # Static shapes: a new batch size (the last, partial batch of an evaluation) is compiled
-        # anew in a few seconds, while inductor's symbolic-shape simplification after a batch-size
-        # change ran for over 10 minutes on 2 CPU cores (PAN Lite resnet18, batch 1 -> 8).
-        self.compiled = torch.compile(model, mode=mode, dynamic=False)
-        self.failed: str | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.failed is None:
-            try:
-                import torch._inductor.config as inductor_config
-
-                with inductor_config.patch(freezing=True):
-                    return self.compiled(x)
-            except Exception as err:  # noqa: BLE001 -- any compiler failure means "run eager"
-                self.failed = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-                logger.warning("torch.compile failed (%s); running the model without compiling", self.failed)
-        return self.eager(x)
-
-
 def prepare_model(model: nn.Module, device: torch.device, options: InferenceOptions) -> nn.Module:
     """The model, in eval mode on ``device``, transformed for the fast path ``options``.
 
@@ -413,7 +346,9 @@ def prepare_model(model: nn.Module, device: torch.device, options: InferenceOpti
     if options.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if options.compile:
-        model = _CompiledWithFallback(model, options.compile_mode)
+        # Freezing: at inference the weights are constants, so inductor folds BatchNorm and pre-packs
+        # convolution weights.
+        model = CompiledWithFallback(model, options.compile_mode, freezing=True)
     return model
 
 
@@ -422,6 +357,6 @@ def run_batch(model: nn.Module, x: torch.Tensor, device: torch.device, options: 
     x = x.to(device, non_blocking=True)
     if options.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode(), autocast_context(device, options):
+    with torch.inference_mode(), autocast(device, options.amp, options.amp_dtype):
         out = model(x)
     return out.float().cpu()

@@ -14,6 +14,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -39,16 +40,88 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+#: ``--amp_dtype`` names.
+AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+#: Warnings given once per process (the same condition holds for every step).
+_warned = {"bf16": False}
+
+
+def resolve_amp_dtype(device: torch.device, name: str | None = None) -> torch.dtype:
+    """The one precision policy of ``--amp``: ``name`` if given, else bf16 on CPU and fp16 on CUDA.
+
+    fp16 on CPU is refused (autocast there is bf16 only in practice); bf16 on
+    a GPU without bf16 support is refused. On a CPU without native bf16
+    instructions (no AVX512-BF16/AMX) bf16 runs emulated and may be slower
+    than fp32: that is logged once, not hidden.
+    """
+    if name is not None and name not in AMP_DTYPES:
+        raise ValueError(f"unknown --amp_dtype {name!r}; choose one of {', '.join(AMP_DTYPES)}")
+    if device.type == "cuda":
+        dtype = AMP_DTYPES[name] if name else torch.float16
+        if dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+            raise ValueError(f"--amp_dtype bfloat16 was asked for, but {torch.cuda.get_device_name(device)} lacks bf16")
+        return dtype
+    if name == "float16":
+        raise ValueError("--amp_dtype float16 is for CUDA; on CPU use bfloat16")
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported() and not _warned["bf16"]:
+        _warned["bf16"] = True
+        logging.getLogger(__name__).warning(
+            "this CPU has no native bf16 instructions (%s): --amp runs emulated bf16, "
+            "which can be slower than fp32", torch.backends.cpu.get_cpu_capability()
+        )
+    return torch.bfloat16
+
+
 def amp_dtype(device: torch.device) -> torch.dtype:
-    """The autocast dtype for ``--amp``: bfloat16 on CPU, float16 on CUDA."""
-    return torch.float16 if device.type == "cuda" else torch.bfloat16
+    """The default autocast dtype for ``--amp`` on ``device`` (see :func:`resolve_amp_dtype`)."""
+    return resolve_amp_dtype(device)
 
 
-def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """Autocast for ``device`` when ``enabled`` (see :func:`amp_dtype`), else a no-op."""
+def autocast(device: torch.device, enabled: bool, dtype_name: str | None = None) -> contextlib.AbstractContextManager:
+    """Autocast for ``device`` in the :func:`resolve_amp_dtype` precision when ``enabled``, else a no-op."""
     if not enabled:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=amp_dtype(device))
+    return torch.autocast(device_type=device.type, dtype=resolve_amp_dtype(device, dtype_name))
+
+
+class CompiledWithFallback(torch.nn.Module):
+    """``torch.compile``'d model that falls back to eager, with a warning, if compiling fails.
+
+    Compilation is lazy: it happens at the first call, so that is where a
+    missing compiler or an unsupported operation shows up (a try/except around
+    ``torch.compile`` itself never fires); the warning names the error. Shapes
+    are static: a new batch size (the last, partial batch) is compiled anew in
+    seconds, while inductor's symbolic-shape simplification after a batch-size
+    change ran for over 10 minutes on 2 CPU cores. ``freezing`` (inference
+    only) lets inductor treat the weights as constants.
+    """
+
+    def __init__(self, model: torch.nn.Module, mode: str | None = None, freezing: bool = False) -> None:
+        super().__init__()
+        self.eager = model
+        self.freezing = freezing
+        self.failed: str | None = None
+        try:
+            self.compiled = torch.compile(model, mode=mode, dynamic=False)
+        except Exception as err:  # noqa: BLE001 -- a platform without torch.compile at all
+            self._fall_back(err)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.failed is None:
+            try:
+                import torch._inductor.config as inductor_config
+
+                with inductor_config.patch(freezing=self.freezing):
+                    return self.compiled(x)
+            except Exception as err:  # noqa: BLE001 -- any compiler failure means "run eager"
+                self._fall_back(err)
+        return self.eager(x)
+
+    def _fall_back(self, err: Exception) -> None:
+        self.failed = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        logging.getLogger(__name__).warning("torch.compile failed (%s); running the model without compiling",
+                                            self.failed)
 
 
 @dataclass(frozen=True)
@@ -149,6 +222,65 @@ def explain_timeout(err: BaseException, info: DistInfo, timeout_minutes: float) 
         f"process {info.rank} waited more than --dist-timeout {timeout_minutes:g} min for the other processes "
         f"in a collective operation; the one furthest behind is waited on (stopped, hung or dead):\n  "
         f"{describe_peers(info)}\n(original error: {str(err).splitlines()[0] if str(err) else type(err).__name__})")
+
+
+class RankZeroFailed(RuntimeError):
+    """Raised on the other processes when a step that only rank 0 performs failed there."""
+
+
+def current_dist_info() -> DistInfo:
+    """This process's place, read from the process group (a single process when there is none)."""
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    return DistInfo()
+
+
+def broadcast(obj: object, info: DistInfo) -> object:
+    """``obj`` of rank 0, on every process."""
+    if not info.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def on_main_process(fn: Callable[[], object], info: DistInfo) -> object:
+    """Run ``fn`` on rank 0 and return its result there (None elsewhere).
+
+    If it fails, every process raises (rank 0 its own error, the others
+    :class:`RankZeroFailed`), so none waits forever in a collective.
+    """
+    error, result = None, None
+    if info.is_main:
+        try:
+            result = fn()
+        except Exception as err:  # re-raised below, on every rank
+            error = err
+    message = broadcast(None if error is None else f"{type(error).__name__}: {error}", info)
+    if error is not None:
+        raise error
+    if message is not None:
+        raise RankZeroFailed(f"rank 0 failed: {message}")
+    return result
+
+
+def gather_objects(obj: object, info: DistInfo | None = None) -> list:
+    """Every process's ``obj``, in rank order (``[obj]`` for a single process)."""
+    info = info or current_dist_info()
+    if not info.distributed:
+        return [obj]
+    parts: list = [None] * info.world_size
+    dist.all_gather_object(parts, obj)
+    return parts
+
+
+def sum_over_processes(values: list[float], device: torch.device, info: DistInfo) -> list[float]:
+    """Element-wise sums of ``values`` over the processes (float64, on ``device`` for nccl)."""
+    if not info.distributed:
+        return values
+    box = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(box)
+    return box.tolist()
 
 
 def max_over_processes(value: int, info: DistInfo) -> int:

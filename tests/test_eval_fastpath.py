@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from ops import inference
+from ops import inference, runtime
 from ops.inference import InferenceOptions, fuse_conv_bn, prepare_model, run_batch
 from tests.test_eval_helpers import make_dataset, one_thread, save_ours, tiny_model  # noqa: F401 -- autouse fixture
 
@@ -119,11 +119,11 @@ def test_compile_failure_falls_back_to_eager_with_a_warning(lite, clip, monkeypa
 
 
 def test_amp_dtype_choices_are_checked():
-    assert inference.resolve_amp_dtype(CPU) == torch.bfloat16
+    assert runtime.resolve_amp_dtype(CPU) == torch.bfloat16
     with pytest.raises(ValueError, match="float16 is for CUDA"):
-        inference.resolve_amp_dtype(CPU, "float16")
+        runtime.resolve_amp_dtype(CPU, "float16")
     with pytest.raises(ValueError, match="unknown --amp_dtype"):
-        inference.resolve_amp_dtype(CPU, "int8")
+        runtime.resolve_amp_dtype(CPU, "int8")
 
 
 def test_bench_tool_runs_and_reports_the_ratio(capsys, monkeypatch):

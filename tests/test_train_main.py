@@ -136,9 +136,13 @@ def test_evaluate_only_validates_the_resumed_model(data, one_epoch, tmp_path):
 
 
 def test_training_options_amp_channels_last_iter_size_and_compile_fallback(data, tmp_path, monkeypatch):
-    def broken(model, dynamic=None):
-        assert dynamic is False  # static shapes (see main.py)
-        raise RuntimeError("no compiler here")
+    def broken(model, mode=None, dynamic=None):
+        assert dynamic is False  # static shapes (see ops.runtime.CompiledWithFallback)
+
+        def compiled(*args, **kwargs):  # like the real one, compiling fails at the first call
+            raise RuntimeError("no compiler here")
+
+        return compiled
 
     built = []
 
@@ -154,7 +158,7 @@ def test_training_options_amp_channels_last_iter_size_and_compile_fallback(data,
     assert result["last"]["count"] == 5
     steps = read_steps(tmp_path / "log" / "run")
     assert sorted(steps) == [(0, 1), (0, 3)]  # a step every 2 batches
-    assert "--compile failed (RuntimeError: no compiler here); continuing without" in log_text(tmp_path)
+    assert "torch.compile failed (RuntimeError: no compiler here); running the model without" in log_text(tmp_path)
 
     # The same run in fp32 and the default layout: same initial weights, same first batches.
     train(data, tmp_path / "fp32", "--epochs", "1", "-i", "2")
