@@ -62,7 +62,6 @@ from ops.evaluation import (
     write_text_atomic,
 )
 from ops.inference import (
-    AMP_DTYPES,
     InferenceOptions,
     load_checkpoint_model,
     prepare_model,
@@ -71,6 +70,7 @@ from ops.inference import (
 )
 from ops.inference import build_model as build_config_model
 from ops.runtime import (
+    AMP_DTYPES,
     DEFAULT_DIST_TIMEOUT_MINUTES,
     DEVICE_CHOICES,
     CollectiveTimeout,
