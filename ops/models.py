@@ -10,6 +10,11 @@ feature, and the head (VAP, or dropout + linear + segment consensus) gives
 Parameter names are those of the released checkpoints (without DataParallel's
 ``module.``): ``PA.shallow_conv.*``, ``base_model.*``, ``base_model.fc.TES.*``,
 ``base_model.fc.pred.*``.
+
+The configuration lives in one :class:`ops.model_config.ModelConfig`
+(``model.model_config``); the published attributes (``model.modality``,
+``model.arch``, ``model.num_segments``...) read it, and ``model.config()`` is
+its dict, the checkpoint's ``model_config``.
 """
 
 from __future__ import annotations
@@ -19,9 +24,15 @@ from torch import nn
 
 from ops.backbones import add_temporal_shift, build_backbone, first_conv, get_backbone_spec
 from ops.modalities import DEFAULT_PA_LENGTH, Modality, get_modality
+from ops.model_config import ModelConfig
 from ops.PAN_modules import PA, VAP
 
 CONSENSUS_TYPES = ("avg", "identity")
+
+
+def _config_attribute(name: str, doc: str) -> property:
+    """A read-only attribute of the model that reads field ``name`` of its configuration."""
+    return property(lambda self: getattr(self.model_config, name), doc=doc)
 
 
 class PAN(nn.Module):
@@ -47,6 +58,11 @@ class PAN(nn.Module):
         temporal_pool: halve the segments after layer1 (ResNets).
         data_length: frames per segment ``m`` for PA and Lite (4 in the paper).
         has_VAP: VAP head instead of linear + consensus.
+
+    The configuration keywords are the fields of :class:`ops.model_config.ModelConfig`
+    (``model.model_config``; :meth:`from_config` builds from one).
+    ``new_length`` is accepted only as a check: the frames read per segment
+    follow from ``modality`` and ``data_length``.
     """
 
     def __init__(
@@ -83,26 +99,19 @@ class PAN(nn.Module):
         if temporal_pool and num_segments % 2:
             raise ValueError(f"temporal_pool needs an even number of segments, got {num_segments}")
         self.spec: Modality = get_modality(modality)
-        self.modality = modality
-        self.arch = base_model
-        self.num_class = num_class
-        self.num_segments = num_segments
-        self.data_length = data_length
-        self.new_length = self.spec.frames_per_segment(data_length)
+        # The one record of the configuration; the published attributes below read it.
+        self.model_config = ModelConfig(
+            modality=modality, base_model=base_model, num_segments=num_segments, num_class=num_class,
+            is_shift=is_shift, shift_div=shift_div, shift_place=shift_place, temporal_pool=temporal_pool,
+            data_length=data_length, has_VAP=has_VAP, consensus_type=consensus_type, dropout=dropout,
+        )
         if new_length is not None and new_length != self.new_length:
             raise ValueError(
                 f"new_length={new_length} contradicts modality {modality} with data_length={data_length} "
                 f"({self.new_length} frames per segment)"
             )
-        self.consensus_type = consensus_type
-        self.dropout = dropout
         self.pretrain = pretrain
-        self.is_shift = is_shift
-        self.shift_div = shift_div
-        self.shift_place = shift_place
         self.fc_lr5 = fc_lr5
-        self.temporal_pool = temporal_pool
-        self.has_VAP = has_VAP
         self._enable_pbn = partial_bn
         self.input_mean = list(self.spec.mean)
         self.input_std = list(self.spec.std)
@@ -119,6 +128,34 @@ class PAN(nn.Module):
             self.new_fc = nn.Linear(get_backbone_spec(base_model).feature_dim, num_class)
             nn.init.normal_(self.new_fc.weight, 0.0, 0.001)
             nn.init.zeros_(self.new_fc.bias)
+
+    @classmethod
+    def from_config(
+        cls, config: ModelConfig, *, pretrain: str | None = "imagenet", partial_bn: bool = True, fc_lr5: bool = False
+    ) -> "PAN":
+        """The model ``config`` describes; ``pretrain``, ``partial_bn`` and ``fc_lr5`` are
+        training settings (initial weights, frozen BatchNorms, classifier learning rate)."""
+        return cls(**config.to_dict(), pretrain=pretrain, partial_bn=partial_bn, fc_lr5=fc_lr5)
+
+    # The published attributes, each a field of ``model_config`` (read-only: the configuration
+    # is fixed once the layers are built). ``base_model`` is the backbone module; its name is ``arch``.
+    modality = _config_attribute("modality", "``RGB``, ``PA`` or ``Lite``.")
+    arch = _config_attribute("base_model", "Backbone name (the ``base_model`` keyword, ``--arch``).")
+    num_segments = _config_attribute("num_segments", "Segments per clip ``T``.")
+    num_class = _config_attribute("num_class", "Classes.")
+    is_shift = _config_attribute("is_shift", "Temporal shifts (TSM) inserted.")
+    shift_div = _config_attribute("shift_div", "A ``1/shift_div`` share of channels shifts each way.")
+    shift_place = _config_attribute("shift_place", "``blockres`` or ``block``.")
+    temporal_pool = _config_attribute("temporal_pool", "Segments halved after layer1.")
+    data_length = _config_attribute("data_length", "Frames per segment ``m`` for PA and Lite.")
+    has_VAP = _config_attribute("has_VAP", "VAP head instead of linear + consensus.")
+    consensus_type = _config_attribute("consensus_type", "``avg`` or ``identity``.")
+    dropout = _config_attribute("dropout", "Dropout before the classifier.")
+
+    @property
+    def new_length(self) -> int:
+        """Frames read per segment: 1 for RGB, ``data_length`` for PA and Lite."""
+        return self.spec.frames_per_segment(self.data_length)
 
     def _build_base_model(self, arch: str, pretrain: str | None) -> nn.Module:
         spec = get_backbone_spec(arch)
@@ -251,21 +288,9 @@ class PAN(nn.Module):
         ]
 
     def config(self) -> dict:
-        """The constructor arguments that define the architecture (plain types)."""
-        return {
-            "num_class": self.num_class,
-            "num_segments": self.num_segments,
-            "modality": self.modality,
-            "base_model": self.arch,
-            "consensus_type": self.consensus_type,
-            "dropout": self.dropout,
-            "is_shift": self.is_shift,
-            "shift_div": self.shift_div,
-            "shift_place": self.shift_place,
-            "temporal_pool": self.temporal_pool,
-            "data_length": self.data_length,
-            "has_VAP": self.has_VAP,
-        }
+        """``model_config.to_dict()``: the configuration as the checkpoint's ``model_config``
+        stores it (plain types, the constructor's keyword names)."""
+        return self.model_config.to_dict()
 
 
 #: Published name of the wrapper class (TSN lineage).
