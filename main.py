@@ -32,7 +32,6 @@ from ops.bad_samples import (
     BadSampleMonitor,
     StrictDataset,
     SubstitutingDataset,
-    TooManyBadSamples,
     collate_with_reports,
 )
 from ops.checkpoint import CheckpointError, load_model_weights, strip_prefix
@@ -48,7 +47,6 @@ from ops.checkpoint_io import (
 )
 from ops.dataset import (
     ListFileError,
-    SampleLoadError,
     TSNDataSet,
     VideoRecord,
     check_records,
@@ -56,15 +54,14 @@ from ops.dataset import (
     parse_list_line,
 )
 from ops.dataset_config import DatasetConfig, get_dataset_config
-from ops.engine import NonFiniteLossError, StepSettings, evaluate, train_one_epoch
+from ops.engine import StepSettings, evaluate, train_one_epoch
+from ops.errors import PanError, UsageError
 from ops.lr_schedule import EpochLR, build_param_groups
 from ops.models import PAN
-from ops.run_folder import OutputFolderError, RunFolder, check_writable, lock_run_folders, warn_if_low_space
+from ops.run_folder import RunFolder, check_writable, lock_run_folders, warn_if_low_space
 from ops.runtime import (
-    CollectiveTimeout,
     CompiledWithFallback,
     DistInfo,
-    RankZeroFailed,
     broadcast,
     cleanup_distributed,
     explain_timeout,
@@ -80,7 +77,7 @@ from ops.runtime import (
 from ops.sampler import ResumableSampler, ShardSampler, loader_generator, seed_worker
 from ops.run_plan import build_on_meta, training_plan
 from ops.stop_signal import StopRequest, TrainingInterrupted
-from ops.train_args import UsageError, check_args, get_args_parser, resolve_args
+from ops.train_args import check_args, get_args_parser, resolve_args
 from ops.transforms import eval_transform, train_transform
 
 logger = logging.getLogger("main")
@@ -90,11 +87,11 @@ RESUME_MODEL_FIELDS = ("num_class", "num_segments", "modality", "base_model", "c
                        "shift_div", "shift_place", "temporal_pool", "data_length", "has_VAP")
 
 
-class OutOfMemory(RuntimeError):
+class OutOfMemory(PanError, RuntimeError):
     """The run ran out of host or GPU memory; the message says what to lower."""
 
 
-class DataCheckError(ValueError):
+class DataCheckError(PanError, ValueError):
     """The list files have problems; ``problems`` holds one ``file:line: path: reason`` each."""
 
     def __init__(self, problems: list[str], report_path: str | None = None, shown: int = 100):
@@ -105,11 +102,8 @@ class DataCheckError(ValueError):
         super().__init__(f"{len(problems)} problem(s) in the data lists{where}; nothing was trained:\n{listed}{more}")
 
 
-#: Errors that end a run with a message instead of a traceback.
-EXPECTED_ERRORS = (
-    UsageError, OutputFolderError, CheckpointError, ListFileError, SampleLoadError, NonFiniteLossError,
-    TooManyBadSamples, FileNotFoundError, RankZeroFailed, DataCheckError, CollectiveTimeout, OutOfMemory,
-)
+#: Errors that end a run with a message instead of a traceback; anything else is a bug.
+EXPECTED_ERRORS = (PanError,)
 
 
 # ------------------------------------------------------------------ set-up

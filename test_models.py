@@ -38,15 +38,13 @@ import time
 import torch
 from torch.utils.data import DataLoader
 
-from ops.checkpoint import CheckpointError
-from ops.dataset import ListFileError, SampleLoadError
 from ops.dataset_config import DatasetConfig, get_dataset_config, load_categories
+from ops.errors import PanError, UsageError
 from ops.evaluation import (
     CROP_FUSION_TYPES,
     EvalSetup,
     IndexedClips,
     Predictions,
-    OutputError,
     OutputFolder,
     build_dataset,
     check_output_file,
@@ -73,7 +71,6 @@ from ops.runtime import (
     AMP_DTYPES,
     DEFAULT_DIST_TIMEOUT_MINUTES,
     DEVICE_CHOICES,
-    CollectiveTimeout,
     cleanup_distributed,
     explain_timeout,
     heartbeat,
@@ -87,10 +84,6 @@ from ops.sampling import num_test_views
 from ops.transforms import default_scale_size
 
 logger = logging.getLogger("test_models")
-
-
-class UsageError(ValueError):
-    """Arguments that contradict each other; the message names them."""
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -243,6 +236,22 @@ def dataset_config(args: argparse.Namespace) -> DatasetConfig:
         raise UsageError(str(err)) from None
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse arguments that cannot work, before anything is loaded (:class:`UsageError`, exit 2)."""
+    try:
+        num_test_views(args.twice_sample, args.dense_sample, args.num_clips)
+    except ValueError as err:
+        raise UsageError(f"view options: {err}") from None
+    for flag, value, low in (("--batch_size", args.batch_size, 1), ("--workers", args.workers, 0),
+                             ("--max_num", args.max_num, -1)):
+        if value < low:
+            raise UsageError(f"{flag} must be >= {low}, got {value}")
+    if args.input_size is not None and args.input_size < 1:
+        raise UsageError(f"--input_size must be >= 1 pixel, got {args.input_size}")
+    if not args.dist_timeout > 0:
+        raise UsageError(f"--dist-timeout must be > 0 minutes, got {args.dist_timeout}")
+
+
 def dry_run(args: argparse.Namespace) -> dict:
     """What :func:`main` would evaluate, as a JSON-ready dict; reads no frames and writes nothing.
 
@@ -284,6 +293,7 @@ def main(args: argparse.Namespace) -> dict:
 
     With ``--dry-run``, returns :func:`dry_run`'s description instead and evaluates nothing.
     """
+    check_args(args)
     if args.dry_run:
         return dry_run(args)
     device = resolve_device(args.device)
@@ -394,16 +404,25 @@ def _evaluate(args: argparse.Namespace, device: torch.device, dist_info, weights
     return metrics.as_dict(), submission
 
 
-#: Errors that are the input's fault: reported as one clear message, no traceback.
-USER_ERRORS = (UsageError, OutputError, CollectiveTimeout, CheckpointError, SampleLoadError, ListFileError, FileNotFoundError, ValueError, OSError)
+def cli(argv: list[str] | None = None) -> int:
+    """Entry point: a user-facing error (:class:`~ops.errors.PanError`) ends with one sentence and exit
+    status 1, arguments that cannot work with 2; anything else is a bug and keeps its traceback."""
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = main(args)
+    except UsageError as err:
+        parser.error(str(err))
+    except PanError as err:
+        if not logging.getLogger().handlers:
+            logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        logger.debug("details", exc_info=True)
+        logger.error("%s: %s", type(err).__name__, err)
+        return 1
+    if args.dry_run:
+        print(json.dumps(result, indent=2, default=str))
+    return 0
+
 
 if __name__ == "__main__":
-    try:
-        parsed = get_args_parser().parse_args()
-        result = main(parsed)
-        if parsed.dry_run:
-            print(json.dumps(result, indent=2, default=str))
-    except USER_ERRORS as err:
-        logger.debug("details", exc_info=True)
-        logging.getLogger("test_models").error("%s: %s", type(err).__name__, err)
-        sys.exit(1)
+    sys.exit(cli())

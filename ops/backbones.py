@@ -16,6 +16,7 @@ import torch
 import torchvision
 from torch import nn
 
+from ops.errors import MissingFileError
 from ops.temporal_shift import TemporalShift, insert_temporal_pool, insert_temporal_shift
 
 
@@ -65,7 +66,7 @@ def load_imagenet_state_dict(arch: str, pretrain: str) -> dict[str, torch.Tensor
     """
     path = imagenet_weights_path(arch) if pretrain == "imagenet" else pretrain
     if not os.path.isfile(path):
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"ImageNet weights for {arch} not found at {path}. Nothing is downloaded at run time: "
             f"put torchvision's file {os.path.basename(imagenet_weights_path(arch))} in "
             f"{os.path.dirname(imagenet_weights_path(arch))} (or set TORCH_HOME), pass "

@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from ops.dataset import SampleLoadError
+from ops.errors import PanError
 
 
 def _worker_message(cls: type, message: str) -> str:
@@ -38,7 +39,7 @@ def _worker_message(cls: type, message: str) -> str:
     return message
 
 
-class TooManyBadSamples(RuntimeError):
+class TooManyBadSamples(PanError, RuntimeError):
     """The bad-data thresholds were crossed; the message says which and how to change them."""
 
     def __init__(self, message: str):

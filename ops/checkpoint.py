@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ops.errors import MissingFileError, PanError
+
 DP_PREFIX = "module."
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(PanError, RuntimeError):
     """A checkpoint file that cannot be read or does not fit the model."""
 
 
@@ -39,7 +41,7 @@ def read_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict
         CheckpointError: the file is truncated, corrupt, or needs unsafe unpickling.
     """
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise MissingFileError(f"checkpoint not found: {path}")
     if os.path.getsize(path) == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): corrupt or an interrupted copy")
     try:

@@ -37,6 +37,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from ops import sampling
+from ops.errors import PanError
 from ops.lmdb_store import FrameStore, frame_key
 from ops.transforms import ClipTransform, FrameDecodeError
 from ops.video_reader import VideoReadError, check_frame_size, count_frames, read_frames
@@ -46,7 +47,7 @@ logger = logging.getLogger(__name__)
 MODES = ("train", "val", "test")
 
 
-class ListFileError(ValueError):
+class ListFileError(PanError, ValueError):
     """A list file has bad lines; ``problems`` holds one ``file:line: reason`` per line."""
 
     def __init__(self, path: str, problems: list[str]):
@@ -55,7 +56,7 @@ class ListFileError(ValueError):
         super().__init__(f"{len(problems)} bad line(s) in list file {path}:\n" + "\n".join(problems))
 
 
-class SampleLoadError(RuntimeError):
+class SampleLoadError(PanError, RuntimeError):
     """A frame or video of a sample could not be loaded; ``path`` names the file."""
 
     def __init__(self, path: str, reason: str):

@@ -28,6 +28,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ops.errors import PanError
+
+class DatasetConfigError(PanError, ValueError):
+    """A dataset that cannot be configured: unknown name, missing lists or root, a bad registration or
+    category file; the message names the file and line or the flag."""
+
+
 #: Environment variable holding the directory under which each dataset lives.
 DATA_ROOT_ENV = "PAN_DATA_ROOT"
 #: Environment variable naming a JSON file of user dataset entries.
@@ -108,25 +115,25 @@ def _load_user_entries(dataset_file: str | None) -> dict[str, _Entry]:
         with open(path, encoding="utf-8") as f:
             raw = json.load(f)
     except OSError as e:
-        raise ValueError(f"cannot read dataset registration file {path}: {e}") from None
+        raise DatasetConfigError(f"cannot read dataset registration file {path}: {e}") from None
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{e.lineno}: invalid JSON in dataset registration file: {e.msg}") from None
+        raise DatasetConfigError(f"{path}:{e.lineno}: invalid JSON in dataset registration file: {e.msg}") from None
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: dataset registration file must hold a JSON object of entries")
+        raise DatasetConfigError(f"{path}: dataset registration file must hold a JSON object of entries")
     allowed = {f.name for f in dataclasses.fields(_Entry)} - {"extra", "default_root", "video_lists"}
     allowed |= {"root_path"}
     entries: dict[str, _Entry] = {}
     for name, spec in raw.items():
         if not isinstance(spec, dict):
-            raise ValueError(f"{path}: entry {name!r} must be a JSON object")
+            raise DatasetConfigError(f"{path}: entry {name!r} must be a JSON object")
         unknown = set(spec) - allowed
         if unknown:
-            raise ValueError(
+            raise DatasetConfigError(
                 f"{path}: entry {name!r} has unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}"
             )
         missing = {"num_class", "train_list", "val_list"} - set(spec)
         if missing:
-            raise ValueError(f"{path}: entry {name!r} lacks {sorted(missing)}")
+            raise DatasetConfigError(f"{path}: entry {name!r} lacks {sorted(missing)}")
         spec = dict(spec)
         root = spec.pop("root_path", None)
         if spec.get("flip_label_map") is not None:
@@ -171,7 +178,7 @@ def get_dataset_config(
         needed += (("--val_list", val_list), ("--num_class", num_class))
         missing = [flag for flag, v in needed if v is None]
         if missing:
-            raise ValueError(
+            raise DatasetConfigError(
                 f"unknown dataset {name!r}: known datasets are {', '.join(sorted(entries))}; "
                 f"a custom dataset needs {', '.join(missing)} (or an entry in the JSON file "
                 f"named by ${DATASETS_FILE_ENV})"
@@ -186,7 +193,7 @@ def get_dataset_config(
         elif entry.default_root is not None:
             root_path = entry.default_root
         else:
-            raise ValueError(
+            raise DatasetConfigError(
                 f"no data root for dataset {name!r}: pass --root_path or set the environment "
                 f"variable {DATA_ROOT_ENV} (the dataset is then looked for in ${DATA_ROOT_ENV}/{name})"
             )
@@ -198,7 +205,7 @@ def get_dataset_config(
 
     n = entry.num_class if num_class is None else num_class
     if n < 1:
-        raise ValueError(f"num_class must be >= 1, got {n}")
+        raise DatasetConfigError(f"num_class must be >= 1, got {n}")
     return DatasetConfig(
         name=name,
         num_class=n,
@@ -222,7 +229,7 @@ def load_categories(path: str) -> list[str]:
         with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
     except OSError as e:
-        raise ValueError(f"cannot read category file {path}: {e}") from None
+        raise DatasetConfigError(f"cannot read category file {path}: {e}") from None
     # A trailing empty line is a file-ending convention, not a class.
     while lines and not lines[-1].strip():
         lines.pop()
@@ -239,7 +246,7 @@ def load_categories(path: str) -> list[str]:
             seen[name] = lineno
         names.append(name)
     if problems:
-        raise ValueError("\n".join(problems))
+        raise DatasetConfigError("\n".join(problems))
     if not names:
-        raise ValueError(f"{path}: category file is empty")
+        raise DatasetConfigError(f"{path}: category file is empty")
     return names

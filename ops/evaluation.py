@@ -36,6 +36,7 @@ from tqdm import tqdm
 from ops.checkpoint_io import atomic_write, write_text_atomic
 from ops.dataset import SampleLoadError, TSNDataSet
 from ops.dataset_config import DatasetConfig
+from ops.errors import PanError
 from ops.inference import InferenceOptions, run_batch
 from ops.transforms import eval_transform
 
@@ -380,7 +381,7 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, num_class: int, setup: 
 
 
 
-class OutputError(OSError):
+class OutputError(PanError, OSError):
     """An output path that cannot be used; the message names the flag and the path."""
 
 

@@ -21,6 +21,8 @@ import json
 import os
 import threading
 
+from ops.errors import MissingFileError
+
 META_KEY = b"__pan_meta__"
 FORMAT = "pan-frames-v1"
 
@@ -88,7 +90,7 @@ class FrameStore:
 
     def __init__(self, path: str):
         if not os.path.exists(path):
-            raise FileNotFoundError(f"LMDB frame store {path} does not exist (build it with tools/build_lmdb.py)")
+            raise MissingFileError(f"LMDB frame store {path} does not exist (build it with tools/build_lmdb.py)")
         import_lmdb()
         self.path = path
 

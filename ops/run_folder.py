@@ -32,6 +32,7 @@ import time
 from collections.abc import Mapping
 
 from ops.checkpoint_io import write_text_atomic
+from ops.errors import PanError
 from ops.run_lock import RunLock, RunLockError
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ METRICS_NAME = "metrics.jsonl"
 ARGS_NAME = "args.json"
 
 
-class OutputFolderError(RuntimeError):
+class OutputFolderError(PanError, RuntimeError):
     """An output folder cannot be created or written."""
 
 

@@ -29,12 +29,14 @@ import sys
 import time
 from collections.abc import Iterable, Mapping
 
+from ops.errors import PanError
+
 logger = logging.getLogger(__name__)
 
 LOCK_NAME = "run.lock"
 
 
-class RunLockError(RuntimeError):
+class RunLockError(PanError, RuntimeError):
     """The folder is held by another run (or its lock cannot be read or written)."""
 
 

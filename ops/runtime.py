@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ops.errors import PanError, UsageError
+
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
@@ -32,11 +34,11 @@ def resolve_device(name: str) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError(f"--device {name} was asked for, but PyTorch sees no CUDA GPU; use --device cpu")
+            raise UsageError(f"--device {name} was asked for, but PyTorch sees no CUDA GPU; use --device cpu")
         if name == "cuda" and "LOCAL_RANK" in os.environ:
             name = f"cuda:{int(os.environ['LOCAL_RANK'])}"
     elif name != "cpu":
-        raise ValueError(f"unknown --device {name!r}; choose one of {', '.join(DEVICE_CHOICES)} (or cuda:N)")
+        raise UsageError(f"unknown --device {name!r}; choose one of {', '.join(DEVICE_CHOICES)} (or cuda:N)")
     return torch.device(name)
 
 
@@ -56,14 +58,14 @@ def resolve_amp_dtype(device: torch.device, name: str | None = None) -> torch.dt
     than fp32: that is logged once, not hidden.
     """
     if name is not None and name not in AMP_DTYPES:
-        raise ValueError(f"unknown --amp_dtype {name!r}; choose one of {', '.join(AMP_DTYPES)}")
+        raise UsageError(f"unknown --amp_dtype {name!r}; choose one of {', '.join(AMP_DTYPES)}")
     if device.type == "cuda":
         dtype = AMP_DTYPES[name] if name else torch.float16
         if dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
-            raise ValueError(f"--amp_dtype bfloat16 was asked for, but {torch.cuda.get_device_name(device)} lacks bf16")
+            raise UsageError(f"--amp_dtype bfloat16 was asked for, but {torch.cuda.get_device_name(device)} lacks bf16")
         return dtype
     if name == "float16":
-        raise ValueError("--amp_dtype float16 is for CUDA; on CPU use bfloat16")
+        raise UsageError("--amp_dtype float16 is for CUDA; on CPU use bfloat16")
     if not torch.ops.mkldnn._is_mkldnn_bf16_supported() and not _warned["bf16"]:
         _warned["bf16"] = True
         logging.getLogger(__name__).warning(
@@ -206,7 +208,7 @@ def describe_peers(info: DistInfo) -> str:
     return "\n  ".join(lines)
 
 
-class CollectiveTimeout(RuntimeError):
+class CollectiveTimeout(PanError, RuntimeError):
     """A collective waited longer than ``--dist-timeout``; the message names the processes waited on."""
 
 
@@ -224,7 +226,7 @@ def explain_timeout(err: BaseException, info: DistInfo, timeout_minutes: float) 
         f"{describe_peers(info)}\n(original error: {str(err).splitlines()[0] if str(err) else type(err).__name__})")
 
 
-class RankZeroFailed(RuntimeError):
+class RankZeroFailed(PanError, RuntimeError):
     """Raised on the other processes when a step that only rank 0 performs failed there."""
 
 

@@ -10,17 +10,15 @@ from __future__ import annotations
 import argparse
 import os
 
+from ops.backbones import BACKBONES
 from ops.checkpoint_io import RESUME_AUTO
+from ops.errors import UsageError  # noqa: F401 (the entry points import it from here too)
 from ops.lr_schedule import LR_TYPES
 from ops.modalities import MODALITIES
 from ops.models import CONSENSUS_TYPES
 from ops.runtime import DEFAULT_DIST_TIMEOUT_MINUTES, DEVICE_CHOICES
 
 CHECK_DATA_CHOICES = ("quick", "full", "off")
-
-
-class UsageError(ValueError):
-    """Arguments that cannot work together; the message names the flags."""
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -65,7 +63,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("-j", "--workers", type=int, default=8, help="data loading worker processes per process")
 
     g = p.add_argument_group("model")
-    g.add_argument("--arch", default="resnet50", help="backbone (resnet18/34/50/101/152, mobilenet_v2)")
+    g.add_argument("--arch", default="resnet50", choices=list(BACKBONES),
+                   help="backbone (the published default, BNInception, is not provided)")
     g.add_argument("--num_segments", type=int, default=8, help="segments per clip (8 in the paper)")
     g.add_argument("--consensus_type", choices=CONSENSUS_TYPES, default="avg",
                    help="segment consensus when VAP is off")
@@ -232,6 +231,9 @@ def check_args(args: argparse.Namespace) -> None:
                          "resizes the shorter side to scale_size, then crops crop_size from it")
     if not 0.0 <= args.dropout < 1.0:
         raise UsageError(f"--dropout must be in [0, 1), got {args.dropout}")
+    if args.temporal_pool and (not args.arch.startswith("resnet") or args.num_segments % 2):
+        raise UsageError(f"--temporal_pool needs a ResNet and an even --num_segments, got --arch {args.arch} "
+                         f"--num_segments {args.num_segments}")
     if MODALITIES[args.modality].uses_pa and args.data_length < 2:
         raise UsageError(f"--data_length must be >= 2 for {args.modality} (PA compares consecutive frames), "
                          f"got {args.data_length}")

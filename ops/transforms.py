@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ops.errors import PanError
 from ops.modalities import IMAGENET_MEAN, IMAGENET_STD
 
 Frame = Union[Image.Image, np.ndarray]
@@ -52,7 +53,7 @@ Rng = Union[np.random.Generator, random.Random]
 TSN_SCALES = (1.0, 0.875, 0.75, 0.66)
 
 
-class FrameDecodeError(OSError):
+class FrameDecodeError(PanError, OSError):
     """A frame of the clip could not be decoded; ``frame_index`` says which one.
 
     The dataset turns it into a ``SampleLoadError`` naming the file.

@@ -17,6 +17,8 @@ from fractions import Fraction
 import av
 import numpy as np
 
+from ops.errors import PanError
+
 logger = logging.getLogger(__name__)
 
 #: Seek (to the keyframe before the target, then decode forward) only when the
@@ -40,7 +42,7 @@ def check_frame_size(width: int, height: int) -> str | None:
     return None
 
 
-class VideoReadError(OSError):
+class VideoReadError(PanError, OSError):
     """A video could not be opened or decoded, or has fewer frames than asked."""
 
     def __init__(self, path: str, reason: str):

@@ -63,3 +63,54 @@ def test_running_out_of_memory_is_a_sentence_in_the_log(data, tmp_path, monkeypa
     log = (out / "log" / "run" / "log.txt").read_text()
     assert f"ran out of {kind} memory" in log and "Lower --batch-size" in log and "--resume auto" in log
     assert "Traceback" not in log
+
+
+# ------------------------------------------------------------------ one base class for user-facing errors
+
+
+def test_every_error_class_of_the_project_derives_from_pan_error():
+    import importlib
+    import inspect
+    import pkgutil
+
+    import ops
+    from ops.errors import PanError
+
+    modules = [importlib.import_module(f"ops.{m.name}") for m in pkgutil.iter_modules(ops.__path__)
+               if m.name != "lmdb_store" or importlib.util.find_spec("lmdb")]
+    modules += [main, importlib.import_module("test_models")]
+    errors = {f"{module.__name__}.{name}": cls for module in modules
+              for name, cls in inspect.getmembers(module, inspect.isclass)
+              if issubclass(cls, Exception) and cls.__module__ == module.__name__}
+    assert len(errors) >= 15
+    assert [name for name, cls in errors.items() if not issubclass(cls, PanError)] == ["ops.stop_signal.TrainingInterrupted"]
+
+
+def test_test_models_reports_user_errors_in_one_sentence_and_bugs_with_their_traceback(tmp_path, capsys, monkeypatch):
+    import test_models
+
+    missing = tmp_path / "missing.pth.tar"
+    argv = ["tiny", "--weights", str(missing), "--root_path", str(tmp_path), "--val_list", "val.txt",
+            "--num_class", "3", "--device", "cpu", "--output_dir", str(tmp_path / "out")]
+    assert test_models.cli(argv) == 1
+    err = capsys.readouterr().err
+    assert f"MissingFileError: checkpoint not found: {missing}" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as stop:  # a usage error: exit 2, before anything is loaded
+        test_models.cli([*argv, "--twice_sample", "--dense_sample"])
+    assert stop.value.code == 2 and "twice_sample and dense_sample are exclusive" in capsys.readouterr().err
+
+    def bug(args):  # a ValueError from a bug, which the previous entry point printed as one line
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(test_models, "main", bug)
+    with pytest.raises(ValueError, match="a bug"):  # not turned into a one-line message
+        test_models.cli(argv)
+
+
+def test_main_lets_a_bug_keep_its_traceback(data, tmp_path, monkeypatch):
+    def bug(*args, **kwargs):
+        raise ValueError("a bug, not the user's input")
+
+    monkeypatch.setattr(ops.engine, "forward_loss", bug)
+    with pytest.raises(ValueError, match="a bug"):
+        main.cli(train_argv(data, tmp_path / "out"))

@@ -39,6 +39,7 @@ from ops import sampling  # noqa: E402
 from ops.checkpoint import CheckpointError  # noqa: E402
 from ops.dataset import SampleLoadError, frame_numbers, load_folder_frames  # noqa: E402
 from ops.dataset_config import get_dataset_config, load_categories  # noqa: E402
+from ops.errors import PanError  # noqa: E402
 from ops.inference import InferenceOptions, load_checkpoint_model, prepare_model, run_batch  # noqa: E402
 from ops.models import PAN  # noqa: E402
 from ops.runtime import DEVICE_CHOICES, resolve_device, setup_logging  # noqa: E402
@@ -56,7 +57,7 @@ CROP_KEYS = ("input_size", "crop_size")
 SCALE_KEYS = ("scale_size",)
 
 
-class DemoError(ValueError):
+class DemoError(PanError, ValueError):
     """Input that the demo cannot use; the message names the file or the flag."""
 
 
