@@ -24,6 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ops.bad_samples import BadSampleMonitor
+from ops.errors import PanError
 from ops.lr_schedule import EpochLR
 from ops.run_folder import RunFolder
 from ops.runtime import DistInfo, autocast, gather_objects, sum_over_processes
@@ -31,7 +32,7 @@ from ops.runtime import DistInfo, autocast, gather_objects, sum_over_processes
 logger = logging.getLogger(__name__)
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(PanError, RuntimeError):
     """The loss became NaN or infinite; nothing after the last good checkpoint was saved."""
 
     def __init__(self, epoch: int, step: int, value: float):
