@@ -3,8 +3,9 @@
 Two concerns shared by ``test_models.py`` and the tools:
 
 * **Which model a checkpoint describes.** Our checkpoints carry
-  ``model_config`` (``PAN.config()``) and ``modality``/``arch``/``num_segments``
-  fields; released files carry none of that, so their configuration comes
+  ``model_config`` (:class:`ops.model_config.ModelConfig`'s dict; older ones
+  also top-level ``modality``/``arch``/``num_segments`` fields); released
+  files carry none of that, so their configuration comes
   from the published file-name convention
   (``PAN_Lite_something_resnet50_shift8_blockres_avg_segment8_e80.pth.tar``).
   Either way the parameter names and shapes are read as a cross-check
@@ -32,42 +33,17 @@ from torch import nn
 
 from ops.checkpoint import (
     CheckpointError,
-    describe_state_dict,
     load_model_weights,
-    parse_released_name,
     read_checkpoint,
 )
+from ops.model_config import ModelConfig
 from ops.models import PAN
 from ops.runtime import CompiledWithFallback, autocast
 
 logger = logging.getLogger(__name__)
 
-#: Architecture fields of ``PAN.config()`` that a checkpoint may state and a flag may override.
-CONFIG_FIELDS = (
-    "modality",
-    "base_model",
-    "num_segments",
-    "num_class",
-    "is_shift",
-    "shift_div",
-    "shift_place",
-    "temporal_pool",
-    "data_length",
-    "has_VAP",
-    "consensus_type",
-)
-
-#: Defaults for fields no source states: those of the released models.
-RELEASED_DEFAULTS = {
-    "is_shift": True,
-    "shift_div": 8,
-    "shift_place": "blockres",
-    "temporal_pool": False,
-    "data_length": 4,
-    "consensus_type": "avg",
-}
-
-
+#: The fields a checkpoint may state and a flag may override: ModelConfig's architecture fields.
+CONFIG_FIELDS = ModelConfig.architecture_fields()
 
 
 # --------------------------------------------------------------------------- configuration
@@ -84,40 +60,10 @@ class ResolvedConfig:
 
 
 def fields_of_checkpoint(checkpoint: dict) -> dict[str, Any]:
-    """What a checkpoint states about its own model (our format; empty for released files)."""
-    found: dict[str, Any] = {}
-    model_config = checkpoint.get("model_config")
-    if isinstance(model_config, dict):
-        found.update({k: v for k, v in model_config.items() if k in CONFIG_FIELDS})
-    for key, name in (("modality", "modality"), ("arch", "base_model"), ("num_segments", "num_segments")):
-        if key in checkpoint and name not in found and checkpoint[key] is not None:
-            found[name] = checkpoint[key]
-    return found
-
-
-def _fields_of_name(path: str) -> dict[str, Any]:
-    parsed = parse_released_name(path)
-    if parsed is None:
-        return {}
-    found = {
-        "modality": parsed["modality"],
-        "base_model": parsed["arch"],
-        "num_segments": parsed["num_segments"],
-        "is_shift": parsed["is_shift"],
-        "consensus_type": parsed["consensus_type"],
-    }
-    if parsed["is_shift"]:
-        found["shift_div"] = parsed["shift_div"]
-        found["shift_place"] = parsed["shift_place"]
-    return found
-
-
-def _fields_of_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
-    if not state_dict:  # no file read (a dry run): the keys imply nothing
-        return {}
-    info = describe_state_dict(state_dict)
-    renamed = {("base_model" if k == "arch" else k): v for k, v in info.items()}
-    return {k: v for k, v in renamed.items() if k in CONFIG_FIELDS and v is not None}
+    """The architecture fields a checkpoint states about its own model (our format, either
+    layout; a released file states at most its ``arch``)."""
+    stated = ModelConfig.fields_of_checkpoint(checkpoint)
+    return {k: v for k, v in stated.items() if k in CONFIG_FIELDS}
 
 
 def resolve_model_config(
@@ -138,9 +84,9 @@ def resolve_model_config(
     layers = [
         ("flag", overrides),
         ("checkpoint", fields_of_checkpoint(checkpoint)),
-        ("file name", _fields_of_name(path)),
-        ("keys", _fields_of_keys(checkpoint["state_dict"])),
-        ("default", RELEASED_DEFAULTS),
+        ("file name", ModelConfig.fields_of_released_name(path)),
+        ("keys", ModelConfig.fields_of_keys(checkpoint["state_dict"])),
+        ("default", ModelConfig.assumed_values()),
     ]
     from_keys = layers[3][1]
     # The keys tell the architecture reliably except the segment count (VAP's
@@ -160,15 +106,14 @@ def resolve_model_config(
         for name, value in stated.items():
             if name in CONFIG_FIELDS and name not in config:
                 config[name], sources[name] = value, source
-    for required in ("modality", "base_model", "num_segments"):
+    # num_class may be left open: the dataset gives it.
+    for required in (name for name in ModelConfig.required_fields() if name != "num_class"):
         if required not in config:
             raise CheckpointError(
                 f"{path}: cannot tell its {required}: the checkpoint has no such field, its name does "
                 f"not follow PAN_{{Lite|RGB|PA}}_<dataset>_<arch>_shift8_blockres_avg_segment8_e80.pth.tar, "
                 f"and its keys do not say; pass it as a flag"
             )
-    config.setdefault("has_VAP", False)
-    sources.setdefault("has_VAP", "default")
     order = {name: i for i, name in enumerate(CONFIG_FIELDS)}
     config = dict(sorted(config.items(), key=lambda item: order[item[0]]))
     return ResolvedConfig(config, sources, from_keys)
@@ -180,8 +125,9 @@ def build_model(config: dict[str, Any], num_class: int) -> PAN:
     ``num_class`` comes from the dataset; a checkpoint for another class count
     is then refused by the strict load.
     """
-    kwargs = {k: v for k, v in config.items() if k in CONFIG_FIELDS and k != "num_class"}
-    return PAN(num_class=num_class, pretrain=None, partial_bn=False, dropout=0.5, **kwargs)
+    stated = {k: v for k, v in config.items() if k in CONFIG_FIELDS and k != "num_class"}
+    model_config = ModelConfig.from_dict({**stated, "num_class": num_class, "dropout": 0.5})
+    return PAN.from_config(model_config, pretrain=None, partial_bn=False)
 
 
 def load_checkpoint_model(

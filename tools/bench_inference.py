@@ -36,6 +36,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ops.inference import InferenceOptions, build_model, load_checkpoint_model, prepare_model, run_batch  # noqa: E402
+from ops.model_config import ModelConfig  # noqa: E402
 from ops.runtime import resolve_device, setup_logging  # noqa: E402
 
 logger = logging.getLogger("bench_inference")
@@ -165,9 +166,8 @@ def main(args: argparse.Namespace) -> None:
         overrides = {"num_segments": args.test_segments}
         model, _, _ = load_checkpoint_model(args.weights, None, overrides)
     else:
-        config = {"modality": args.modality, "base_model": args.arch, "num_segments": args.num_segments,
-                  "is_shift": True, "shift_div": 8, "shift_place": "blockres", "has_VAP": True}
-        model = build_model(config, args.num_class).eval()
+        config = ModelConfig.released(args.modality, args.arch, args.num_class, args.num_segments)
+        model = build_model(config.to_dict(), args.num_class).eval()
     variants = args.variant or [parse_variant(v) for v in DEFAULT_VARIANTS]
     paths = {"fp32": (prepare_model(model, device, InferenceOptions()), InferenceOptions())}
     for options in variants:

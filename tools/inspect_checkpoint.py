@@ -31,6 +31,7 @@ from ops.inference import (  # noqa: E402
     resolve_model_config,
     read_checked_checkpoint,
 )
+from ops.model_config import ModelConfig  # noqa: E402
 
 logger = logging.getLogger("inspect_checkpoint")
 
@@ -67,7 +68,7 @@ def inspect(path: str, args: argparse.Namespace) -> bool:
         print(f"state_dict: {len(state_dict)} tensors, "
               f"{sum(t.numel() for t in state_dict.values()):,} values"
               f"{' (saved from DataParallel: keys prefixed module.)' if prefixed else ''}")
-        overrides = {"modality": args.modality, "base_model": args.arch, "num_segments": args.num_segments}
+        overrides = ModelConfig.overrides_from_args(args)  # --modality, --arch, --num_segments
         resolved = resolve_model_config(checkpoint, path, overrides)
         released = parse_released_name(path)
         print(f"stated by the checkpoint: {_row(fields_of_checkpoint(checkpoint))}")
