@@ -57,6 +57,7 @@ from ops.dataset_config import DatasetConfig, get_dataset_config
 from ops.engine import StepSettings, evaluate, train_one_epoch
 from ops.errors import PanError, UsageError
 from ops.lr_schedule import EpochLR, build_param_groups
+from ops.model_config import ModelConfig
 from ops.models import PAN
 from ops.run_folder import RunFolder, check_writable, lock_run_folders, warn_if_low_space
 from ops.runtime import (
@@ -82,9 +83,6 @@ from ops.transforms import eval_transform, train_transform
 
 logger = logging.getLogger("main")
 
-#: Model settings a checkpoint must share with the run resuming from it (dropout may change).
-RESUME_MODEL_FIELDS = ("num_class", "num_segments", "modality", "base_model", "consensus_type", "is_shift",
-                       "shift_div", "shift_place", "temporal_pool", "data_length", "has_VAP")
 
 
 class OutOfMemory(PanError, RuntimeError):
@@ -177,12 +175,9 @@ def effective_fc_lr5(args: argparse.Namespace) -> bool:
 
 def build_model(args: argparse.Namespace, num_class: int, pretrain: str | None = "from args") -> PAN:
     """The model ``args`` describe; ``pretrain`` overrides ``--pretrain`` (the dry run builds without weights)."""
-    return PAN(
-        num_class, args.num_segments, args.modality, base_model=args.arch, consensus_type=args.consensus_type,
-        dropout=args.dropout, partial_bn=not args.no_partialbn,
-        pretrain=args.pretrain if pretrain == "from args" else pretrain, is_shift=args.shift,
-        shift_div=args.shift_div, shift_place=args.shift_place, fc_lr5=effective_fc_lr5(args),
-        temporal_pool=args.temporal_pool, data_length=args.data_length, has_VAP=args.VAP,
+    return PAN.from_config(
+        ModelConfig.from_args(args, num_class), pretrain=args.pretrain if pretrain == "from args" else pretrain,
+        partial_bn=not args.no_partialbn, fc_lr5=effective_fc_lr5(args),
     )
 
 
@@ -247,10 +242,11 @@ def check_resume_compatible(ckpt: dict, path: str, current: dict, model: PAN, al
             f"--resume {path} holds no training state of this trainer (no {', '.join(missing)}): it is a "
             f"released or foreign checkpoint. To start a run from its weights, pass it as --tune_from")
     load_model_weights(model, ckpt["state_dict"], source=f"--resume {path}")
-    saved_config = ckpt.get("model_config") or {}
-    config = model.config()
-    differ = [f"{k}: checkpoint {saved_config[k]!r}, this run {config[k]!r}"
-              for k in RESUME_MODEL_FIELDS if k in saved_config and saved_config[k] != config[k]]
+    differ: list[str] = []
+    if ckpt.get("model_config"):  # every checkpoint of this trainer has one; dropout may change on resume
+        saved = ModelConfig.from_checkpoint(ckpt, source=f"--resume {path}")
+        differ = [f"{k}: checkpoint {theirs!r}, this run {ours!r}"
+                  for k, theirs, ours in model.model_config.differences(saved)]
     if differ:
         raise CheckpointError(f"--resume {path} was trained with another model:\n  " + "\n  ".join(differ))
     changes = [f"{k}: checkpoint {ckpt[k]!r}, this run {v!r}"
@@ -456,8 +452,7 @@ def _run(args: argparse.Namespace, device: torch.device, info: DistInfo, run: Ru
         rng = gather_rng_states(info)
         state = {
             "format_version": FORMAT_VERSION, "epoch": epoch, "step_in_epoch": step_in_epoch,
-            "arch": args.arch, "modality": args.modality, "num_segments": args.num_segments,
-            "dataset": args.dataset, "model_config": model_without_ddp.config(),
+            "dataset": args.dataset, "model_config": model_without_ddp.model_config.to_dict(),
             "state_dict": model_without_ddp.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else {},
             "best_prec1": float(best_prec1), "args": to_plain(vars(args)), "rng_state": rng,

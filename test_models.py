@@ -67,6 +67,7 @@ from ops.inference import (
     resolve_model_config,
 )
 from ops.inference import build_model as build_config_model
+from ops.model_config import ModelConfig
 from ops.runtime import (
     AMP_DTYPES,
     DEFAULT_DIST_TIMEOUT_MINUTES,
@@ -205,16 +206,9 @@ def parse_list(text: str | None, count: int, kind, flag: str) -> list | None:
 
 
 def model_overrides(args: argparse.Namespace, num_segments: int | None) -> dict:
-    return {
-        "modality": args.modality,
-        "base_model": args.arch,
-        "num_segments": num_segments,
-        "is_shift": args.shift,
-        "shift_div": args.shift_div,
-        "shift_place": args.shift_place,
-        "temporal_pool": args.temporal_pool,
-        "has_VAP": args.VAP,
-    }
+    """The model fields this command line sets (``--modality``, ``--arch``, ``--shift``, ``--VAP``...;
+    None where not given) and ``num_segments`` from ``--test_segments``: ``{field: value}``."""
+    return ModelConfig.overrides_from_args(args, num_segments=num_segments)
 
 
 def video_id(path: str, is_video_file: bool) -> str:

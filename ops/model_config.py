@@ -247,10 +247,10 @@ class ModelConfig:
         return cls.released(num_class=num_class, **stated)
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: Mapping[str, Any]) -> ModelConfig:
+    def from_checkpoint(cls, checkpoint: Mapping[str, Any], source: str = "the checkpoint") -> ModelConfig:
         """The configuration one of our checkpoints states: its ``model_config`` (every
         version of this project writes one), completed by the older top-level
-        ``modality``/``arch``/``num_segments`` entries.
+        ``modality``/``arch``/``num_segments`` entries. ``source`` names the file in errors.
 
         Raises:
             CheckpointError: the checkpoint does not state a field without a default
@@ -259,7 +259,7 @@ class ModelConfig:
         stated = cls.fields_of_checkpoint(checkpoint)
         missing = [name for name in cls.required_fields() if name not in stated]
         if missing:
-            raise CheckpointError(f"the checkpoint does not state its {', '.join(missing)}")
+            raise CheckpointError(f"{source} does not state its {', '.join(missing)}")
         return cls(**stated)
 
     # ------------------------------------------------------------------ partial sources

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+from ops.model_config import ModelConfig
+
 REPO = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO / "tests" / "data"
 
@@ -19,17 +21,7 @@ def read_key_listing(path: Path) -> dict[str, tuple[list[int], str]]:
 
 
 def released_model_kwargs(modality: str, arch: str, num_class: int = 174, num_segments: int = 8) -> dict:
-    """Constructor arguments of the released models (TSM shift 8 blockres, VAP, random init)."""
-    return dict(
-        num_class=num_class,
-        num_segments=num_segments,
-        modality=modality,
-        base_model=arch,
-        dropout=0.5,
-        partial_bn=False,
-        pretrain=None,
-        is_shift=True,
-        shift_div=8,
-        shift_place="blockres",
-        has_VAP=True,
-    )
+    """Constructor arguments of the released models (:meth:`ModelConfig.released`: TSM shift 8
+    blockres, VAP), random init, no frozen BatchNorm."""
+    config = ModelConfig.released(modality, arch, num_class=num_class, num_segments=num_segments)
+    return {**config.to_dict(), "partial_bn": False, "pretrain": None}

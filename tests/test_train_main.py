@@ -91,11 +91,15 @@ def test_run_leaves_run_folder_and_checkpoints_and_resume_auto_continues(data, o
 
 def test_checkpoint_fields_are_plain_and_names_as_released(one_epoch):
     ckpt = torch.load(one_epoch / "ckpt" / "run" / "ckpt.pth.tar", map_location="cpu", weights_only=True)
-    for key in ("epoch", "step_in_epoch", "arch", "modality", "num_segments", "model_config", "state_dict",
+    for key in ("epoch", "step_in_epoch", "model_config", "state_dict",
                 "optimizer", "scheduler", "scaler", "best_prec1", "args", "rng_state", "sampler_state",
                 "world_size", "batch_size", "list_file_sha256", "content_sha256"):
         assert key in ckpt, key
-    assert (ckpt["epoch"], ckpt["step_in_epoch"], ckpt["arch"], ckpt["modality"]) == (1, 0, "mobilenet_v2", "RGB")
+    # The model's configuration is stored once, in model_config (older files also had it at the top level).
+    assert not {"arch", "modality", "num_segments"} & set(ckpt)
+    config = ckpt["model_config"]
+    assert (ckpt["epoch"], ckpt["step_in_epoch"]) == (1, 0)
+    assert (config["base_model"], config["modality"]) == ("mobilenet_v2", "RGB")
     assert ckpt["model_config"]["has_VAP"] is True and ckpt["args"]["no_partialbn"] is True
     assert not any(k.startswith("module.") for k in ckpt["state_dict"])
     assert "base_model.classifier.pred.weight" in ckpt["state_dict"]  # VAP's classifier on MobileNetV2
