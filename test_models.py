@@ -13,7 +13,10 @@ modalities read different frames; per-video scores are fused over views
 (crops x clips), optionally soft-maxed, and summed with ``--coeff`` across
 models. The report gives top-1, top-5, mean class accuracy and the number of
 videos; ``--output_dir`` receives ``scores.npz``, ``confusion_matrix.csv``,
-``metrics.json`` and ``args.json``.
+``metrics.json`` and ``args.json``, and the pages to look at: ``report.html``
+(metrics, per-class table, confusion picture, most confused pairs; one
+self-contained file), ``per_class.csv`` and ``confusion.png`` (see
+:mod:`ops.report` and docs/EVALUATION.md).
 
 Under ``torchrun --nproc_per_node=N`` each process evaluates every N-th video
 (no padding) and the scores are gathered, so each video counts once and the
@@ -80,6 +83,7 @@ from ops.runtime import (
     resolve_device,
     setup_logging,
 )
+from ops.report import ModelResult, ReportInputs, class_names, write_report
 from ops.run_plan import build_on_meta
 from ops.sampling import num_test_views
 from ops.transforms import default_scale_size
@@ -179,7 +183,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="replace the files of an --output_dir that already holds some, once this "
                              "evaluation has finished (without it such a folder is refused)")
     parser.add_argument("--output_dir", default=None,
-                        help="folder for scores.npz, confusion_matrix.csv, metrics.json, args.json; "
+                        help="folder for scores.npz, confusion_matrix.csv, metrics.json, args.json, report.html, "
+                             "per_class.csv, confusion.png; "
                              "default: log/eval_<dataset>_<date-time>")
     parser.add_argument("--csv_topk", type=int, default=None,
                         help="categories per video in --csv_file; default: 5 for somethingv2, else 1")
@@ -390,12 +395,45 @@ def _evaluate(args: argparse.Namespace, device: torch.device, dist_info, weights
             logger.warning("no video was evaluated%s: there are no accuracies to report", skipped_note)
         save_results(outputs.staging, fused, video_paths, metrics, confusion,
                      {"weights": weights, "world_size": dist_info.world_size, "repeated_lines": len(repeats)})
+        write_evaluation_report(outputs, args, cfg, weights, runs, fused, metrics, confusion, video_paths)
     submission = None
     if outputs is not None and args.csv_file:
         top_k = args.csv_topk or (5 if cfg.name == "somethingv2" else 1)
         ids = [video_id(p, cfg.video) for p in video_paths]
         submission = submission_rows(fused, ids, categories, top_k)
     return metrics.as_dict(), submission
+
+
+def write_evaluation_report(outputs: OutputFolder, args: argparse.Namespace, cfg: DatasetConfig, weights: list[str],
+                            runs: list[Predictions], fused: Predictions, metrics, confusion, video_paths: list[str]) -> None:
+    """``report.html``, ``per_class.csv`` and ``confusion.png`` into the staging folder (see :mod:`ops.report`)."""
+    names = None
+    if cfg.category_file and os.path.isfile(cfg.category_file):
+        try:
+            names = load_categories(cfg.category_file)
+        except ValueError as err:
+            logger.warning("the report numbers the classes: %s", err)
+        else:
+            if len(names) != cfg.num_class:
+                logger.warning("%s names %d classes for %d: the report numbers the missing ones",
+                               cfg.category_file, len(names), cfg.num_class)
+    label = ", ".join(os.path.basename(w) for w in weights)
+    fused_result = ModelResult("fused" if len(weights) > 1 else os.path.basename(weights[0]), metrics.as_dict(),
+                               confusion, fused.indices, fused.scores, fused.labels)
+    members = []
+    if len(weights) > 1:
+        for path, run in zip(weights, runs):
+            run_metrics, run_confusion = compute_metrics(run.scores, run.labels, cfg.num_class, len(run.skipped))
+            members.append(ModelResult(os.path.basename(path), run_metrics.as_dict(), run_confusion, run.indices,
+                                       run.scores, run.labels))
+    views = args.test_crops * num_test_views(args.twice_sample, args.dense_sample, args.num_clips)
+    details = {"dataset": cfg.name, "list": cfg.val_list, "weights": ", ".join(weights),
+               "views per video": f"{views} ({args.test_crops} crop(s), {args.crop_fusion_type} fusion)",
+               "ensemble": (f"coefficients {args.coeff or '1 each'}, softmax {'on' if args.softmax else 'off'}"
+                            if len(weights) > 1 else "single model")}
+    inputs = ReportInputs(f"{cfg.name}: {label}", fused_result, class_names(names, cfg.num_class), video_paths,
+                          members, details, cfg.root_path)
+    write_report(outputs.file, inputs)
 
 
 def cli(argv: list[str] | None = None) -> int:

@@ -74,8 +74,8 @@ def test_overwrite_replaces_the_whole_folder_once_the_evaluation_succeeded(setup
     out.mkdir()
     (out / "stale.txt").write_text("from an older evaluation")
     metrics, _ = run_eval(root, weights, out, "--overwrite", "--max_num", "2")
-    assert sorted(p.name for p in out.iterdir()) == ["args.json", "confusion_matrix.csv", "metrics.json",
-                                                     "scores.npz"]
+    assert sorted(p.name for p in out.iterdir()) == ["args.json", "confusion.png", "confusion_matrix.csv",
+                                                     "metrics.json", "per_class.csv", "report.html", "scores.npz"]
     assert json.loads((out / "metrics.json").read_text())["num_videos"] == metrics["num_videos"] == 2
     assert json.loads((out / "args.json").read_text())["max_num"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
