@@ -80,6 +80,7 @@ from ops.run_plan import build_on_meta, training_plan
 from ops.stop_signal import StopRequest, TrainingInterrupted
 from ops.train_args import check_args, get_args_parser, resolve_args
 from ops.transforms import eval_transform, train_transform
+from ops.validation_extras import ConfusionCounter, dataset_class_names, log_validation_pictures, train_record
 
 logger = logging.getLogger("main")
 
@@ -424,15 +425,24 @@ def _run(args: argparse.Namespace, device: torch.device, info: DistInfo, run: Ru
                             sampler=ShardSampler(len(val_set), info.world_size, info.rank),
                             num_workers=args.workers, pin_memory=device.type == "cuda", worker_init_fn=seed_worker)
 
-    def validate(epoch: int) -> dict:
+    def validate(epoch: int, train: dict | None = None) -> dict:
         heartbeat(info, f"validation after epoch {epoch}")
+        confusion = ConfusionCounter(cfg.num_class) if args.tensorboard else None  # for its picture
         metrics = evaluate(model, criterion, val_loader, device, amp=args.amp, channels_last=args.channels_last,
-                           dist_info=info)
+                           dist_info=info, on_batch=confusion)
         logger.info("validation after epoch %d: top-1 %.2f%% top-5 %.2f%% loss %.4f (%d videos)", epoch,
                     metrics["top1"], metrics["top5"], metrics["loss"], metrics["count"])
-        run.log_metrics({"epoch": epoch, **metrics})
+        record = {"epoch": epoch, **metrics}
+        if train is not None:  # the epoch's training figures beside it, for tools/plot_run.py
+            record.update(train_record(train, scheduler.lr, device, info.distributed))
+        run.log_metrics(record)
         for key in ("loss", "top1", "top5"):
             run.scalar(f"val/{key}", metrics[key], epoch)
+        if confusion is not None:
+            counts = confusion.total(device, info.distributed)  # on every process: a collective
+            if info.is_main:
+                log_validation_pictures(run, epoch, counts, dataset_class_names(cfg.category_file, cfg.num_class),
+                                        model_without_ddp, val_set)
         return metrics
 
     if args.evaluate:
@@ -491,7 +501,7 @@ def _run(args: argparse.Namespace, device: torch.device, info: DistInfo, run: Ru
         is_best = False
         if (epoch + 1) % args.eval_freq == 0 or epoch + 1 == args.epochs:
             try:
-                last = validate(epoch)
+                last = validate(epoch, train_metrics)
             except Exception:
                 save(epoch + 1, 0)  # whatever stopped validation, the epoch's training is kept
                 raise

@@ -233,8 +233,12 @@ def evaluate(
     amp: bool = False,
     channels_last: bool = False,
     dist_info: DistInfo = DistInfo(),
+    on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
 ) -> dict:
     """Validation loss, top-1 and top-5 (in %) over the whole list, across processes.
+
+    ``on_batch(output [B, C], labels [B])`` is called after each batch (this
+    process's share; e.g. :class:`ops.validation_extras.ConfusionCounter`).
 
     ``loader`` must give each process a disjoint share of the videos without
     padding (:class:`ops.sampler.ShardSampler`); the sums are all-reduced, so
@@ -252,6 +256,8 @@ def evaluate(
         labels = labels.to(device, non_blocking=True)
         output, loss = forward_loss(model, criterion, x, labels, device, settings)
         c1, c5 = correct_counts(output, labels)
+        if on_batch is not None:
+            on_batch(output, labels)
         n = len(labels)
         sums[0] += float(loss) * n
         sums[1] += c1

@@ -10,7 +10,9 @@
   appends the steps it redoes again, the last line of a step wins),
 * ``metrics.jsonl``    -- one JSON line per validation,
 * ``bad_samples.tsv``  -- every training sample that failed to load and its replacement,
-* tensorboardX event files (``train/*``, ``val/*`` scalars).
+* tensorboardX event files (``train/*``, ``val/*`` scalars; at each validation the
+  ``val/confusion_matrix`` picture and ``val/pa_maps/<n>`` of a few clips, see
+  :func:`ops.pictures.validation_pa_picture` and :mod:`ops.report`).
 
 ``<root_model>/<store_name>/`` holds the checkpoints (:mod:`ops.checkpoint_io`).
 Only the main process writes; both folders are checked for writability before
@@ -162,6 +164,18 @@ class RunFolder:
     def scalar(self, tag: str, value: float, step: int) -> None:
         if self._writer is not None:
             self._writer.add_scalar(tag, value, step)
+
+    @property
+    def has_tensorboard(self) -> bool:
+        """True on the process that writes TensorBoard events (pictures are drawn only there)."""
+        return self._writer is not None
+
+    def image(self, tag: str, image, step: int) -> None:
+        """A picture into TensorBoard: ``uint8 [H, W, 3]`` (numpy) or a PIL image."""
+        if self._writer is not None:
+            import numpy as np
+
+            self._writer.add_image(tag, np.asarray(image, dtype=np.uint8), step, dataformats="HWC")
 
     def flush(self) -> None:
         if self._writer is not None:
