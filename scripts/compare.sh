@@ -4,7 +4,8 @@
 # PAN Full (the RGB stream and the PA stream fused by test_models.py), all with the same
 # backbone (resnet18 from scratch), data, training budget and seed as scripts/quickstart.sh.
 # Writes a Markdown table (top-1, mirror-pair accuracy, direction accuracy within the pair)
-# to <out>/results.md and into README.md (between its compare-results markers). A frame-level
+# to <out>/results.md and into README.md (between its compare-results markers), and the four
+# trainings' curves overlaid to <out>/curves.png (tools/plot_run.py). A frame-level
 # model (TSN) cannot tell the two classes of a pair apart: expect about 50% direction accuracy
 # for it, and far more for the temporal models.
 #
@@ -85,4 +86,7 @@ python tools/compare_models.py --out "$out/results.md" --readme README.md --cate
     --note "resnet18 from scratch, $segments segments, crop $crop, flags: ${train_flags[*]}" \
     --note "validation set of $(wc -l < "$data/val_list.txt") videos; one centre crop, one clip; device $device" \
     --note "measured $(date -u +%Y-%m-%d) on $(nproc) CPU core(s), load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "=== [$(( SECONDS - start ))s] done: $out/results.md"
+python tools/plot_run.py "$out/log/tsn" "$out/log/tsm" "$out/log/pa" "$out/log/lite" \
+    --name "TSN" --name "TSM" --name "PAN PA" --name "PAN Lite" \
+    --title "synthetic mirror pairs: resnet18 from scratch, $segments segments" --out "$out/curves.png"
+echo "=== [$(( SECONDS - start ))s] done: $out/results.md, $out/curves.png (reports: $out/eval/*/report.html)"

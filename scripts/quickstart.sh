@@ -2,8 +2,9 @@
 # The README's first command. On a fresh machine, with no GPU, no network and no ImageNet
 # weights: set up the environment, generate the synthetic dataset (12 classes in 6 mirror
 # pairs that differ only in the direction of time), train PAN Lite on it with main.py,
-# evaluate the best checkpoint with test_models.py, classify one video file with the demo,
-# draw PA pictures, and print where everything is and the accuracy reached.
+# evaluate the best checkpoint with test_models.py (metrics and report.html), classify one video
+# file with the demo, draw PA maps with Grad-CAM and the training curves, and print where
+# everything is and the accuracy reached.
 #
 #   bash scripts/quickstart.sh           # the full run (see docs/QUICKSTART.md for its timing)
 #   bash scripts/quickstart.sh --tiny    # a reduced run for the test suite: tiny data, one epoch
@@ -98,8 +99,9 @@ python tools/demo.py "$data/$video" --weights "$ckpt" --categories "$data/catego
     | tee "$out/demo.txt"
 done_step
 
-step pictures "PA maps of $video: untrained PA beside the trained one"
-python tools/visualize_pa.py "$data/$video" --weights "$ckpt" --out "$out/pa_maps.png"
+step pictures "PA maps and Grad-CAM of $video (untrained PA beside the trained one); training curves"
+python tools/visualize_pa.py "$data/$video" --weights "$ckpt" --categories "$data/category.txt" --out "$out/pa_maps.png"
+python tools/plot_run.py "$out/log/$run" --name "PAN Lite" --out "$out/curves.png"
 done_step
 
 total=$(( SECONDS - start ))
@@ -121,9 +123,11 @@ lines = [
     f"  training log {os.path.join(out, 'log', run, 'log.txt')} (arguments in args.json, epochs in metrics.jsonl)",
     f"  TensorBoard  tensorboard --logdir {os.path.join(out, 'log')}",
     f"  checkpoint   {ckpt}",
-    f"  evaluation   {os.path.join(out, 'eval')} (metrics.json, scores.npz, confusion_matrix.csv)",
+    f"  evaluation   {os.path.join(out, 'eval')} (metrics.json, scores.npz, confusion_matrix.csv, per_class.csv)",
+    f"  report       {os.path.join(out, 'eval', 'report.html')} (open in a browser; confusion.png beside it)",
+    f"  curves       {os.path.join(out, 'curves.png')} (loss, top-1/top-5, learning rate per epoch)",
     f"  demo output  {os.path.join(out, 'demo.txt')}",
-    f"  PA pictures  {os.path.join(out, 'pa_maps.png')}",
+    f"  PA pictures  {os.path.join(out, 'pa_maps.png')} (with Grad-CAM)",
     "  step times   " + " | ".join(f"{k} {minutes(v)}" for k, v in seconds.items()),
 ]
 if mode == "full":
