@@ -70,6 +70,7 @@ from ops.inference import (
     resolve_model_config,
 )
 from ops.inference import build_model as build_config_model
+from ops.exported import load_evaluation_model
 from ops.model_config import ModelConfig
 from ops.runtime import (
     AMP_DTYPES,
@@ -354,7 +355,8 @@ def _evaluate(args: argparse.Namespace, device: torch.device, dist_info, weights
     runs: list[Predictions] = []
     video_paths: list[str] = []
     for path, num_segments in zip(weights, segments):
-        model, resolved, checkpoint = load_checkpoint_model(path, cfg.num_class, model_overrides(args, num_segments))
+        model, resolved, checkpoint = load_evaluation_model(path, cfg.num_class, model_overrides(args, num_segments),
+                                                            options)  # a checkpoint, or a .pt2/.onnx export
         logger.info("%s: %s", path, ", ".join(f"{k}={v} ({resolved.sources[k]})" for k, v in resolved.config.items()))
         dataset = build_dataset(model, cfg, model.num_segments, test_crops=args.test_crops, full_res=args.full_res,
                                 input_size=args.input_size, dense_sample=args.dense_sample,
