@@ -88,6 +88,7 @@ def test_pt2_export_checks_parity_at_batch_1_2_4_and_records_metadata(lite, caps
     assert meta.source == "lite.pth.tar" and meta.source_sha256 == file_sha256(str(lite["weights"]))
     assert meta.torch_version == torch.__version__ and meta.config["has_VAP"] is True
     assert meta.input_mean == [0.485, 0.456, 0.406]
+    assert torch.export.load(str(out)).example_inputs is None, "the tracing example is not stored"
 
 
 @pytest.mark.parametrize("modality, arch, kwargs", [

@@ -166,7 +166,12 @@ def export_program(model: PAN, crop: int, example_batch: int = 2) -> torch.expor
 def save_pt2(program: torch.export.ExportedProgram, metadata: ExportMetadata, path: str) -> None:
     """Write ``program`` with its metadata (``extra_files``) to ``path`` atomically."""
     extra = {METADATA_NAME: metadata.to_json()}
-    atomic_write(path, lambda f: torch.export.save(program, f, extra_files=extra))
+    # The archive would also hold the tracing example (38 MB for 2 clips of 8x4 frames at 224 px).
+    example, program.example_inputs = program.example_inputs, None
+    try:
+        atomic_write(path, lambda f: torch.export.save(program, f, extra_files=extra))
+    finally:
+        program.example_inputs = example
 
 
 def save_onnx(program: torch.export.ExportedProgram, metadata: ExportMetadata, path: str) -> None:
