@@ -18,29 +18,35 @@ another one. Every decoder failure of one sample, of any exception type (PIL,
 PyAV, numpy), is a :class:`SampleLoadError` naming the file and the list line,
 so the caller's bad-data policy applies to it; frames larger than
 :data:`ops.video_reader.MAX_FRAME_PIXELS` are refused from their header,
-before decoding.
+before decoding. Frames are read through :mod:`ops.frame_sources` (one
+source per list line: :meth:`TSNDataSet.source`), which also defines
+:class:`SampleLoadError`.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import os
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from ops import sampling
 from ops.errors import PanError
-from ops.lmdb_store import FrameStore, frame_key
+from ops.frame_sources import (
+    FrameSource,
+    SampleLoadError,
+    SourceMissingError,
+    VideoFileSource,
+    listed_source,
+    rgb_arrays,
+)
+from ops.lmdb_store import FrameStore
 from ops.transforms import ClipTransform, FrameDecodeError
-from ops.video_reader import VideoReadError, check_frame_size, count_frames, read_frames
 
 logger = logging.getLogger(__name__)
 
@@ -54,19 +60,6 @@ class ListFileError(PanError, ValueError):
         self.path = path
         self.problems = problems
         super().__init__(f"{len(problems)} bad line(s) in list file {path}:\n" + "\n".join(problems))
-
-
-class SampleLoadError(PanError, RuntimeError):
-    """A frame or video of a sample could not be loaded; ``path`` names the file."""
-
-    def __init__(self, path: str, reason: str):
-        self.path = path
-        self.reason = reason
-        super().__init__(f"{path}: {reason}")
-
-    def __reduce__(self):
-        # DataLoader workers pickle exceptions; keep both fields.
-        return (SampleLoadError, (self.path, self.reason))
 
 
 @dataclass(frozen=True)
@@ -155,105 +148,6 @@ def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, index])
 
 
-def _describe(err: BaseException) -> str:
-    # PIL's OSErrors say what failed; for anything else (DecompressionBombError,
-    # struct.error, numpy errors) the type is the useful part.
-    return str(err) if isinstance(err, (UnidentifiedImageError, OSError, SyntaxError)) else \
-        f"{type(err).__name__}: {err}"
-
-
-def _open_image_bytes(data: bytes | None, name: str) -> Image.Image:
-    """A lazily decoded image (so a transform may choose a draft size); header errors raise here.
-
-    A header claiming more than :data:`~ops.video_reader.MAX_FRAME_PIXELS` is refused
-    before anything is decoded.
-    """
-    if data is None:
-        raise SampleLoadError(name, "missing frame")
-    if len(data) == 0:
-        raise SampleLoadError(name, "empty image file")
-    try:
-        img = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError:
-        # PIL refuses (not as an OSError) before we can see the size; read it from the header ourselves.
-        size = _header_size(data)
-        reason = check_frame_size(*size) if size else None
-        raise SampleLoadError(name, reason or "not a readable image: header claims a decompression bomb") from None
-    except Exception as e:  # any failure of the decoder on these bytes is this frame's problem
-        raise SampleLoadError(name, f"not a readable image: {_describe(e)}") from None
-    too_big = check_frame_size(*img.size)
-    if too_big:
-        raise SampleLoadError(name, too_big)
-    return img
-
-
-_PIL_LIMIT_LOCK = threading.Lock()
-
-
-def _header_size(data: bytes) -> tuple[int, int] | None:
-    """``(width, height)`` from an image header, read with PIL's size limit lifted (nothing is decoded)."""
-    # PIL has no per-call limit; the lock keeps concurrent checks (check_records' threads)
-    # from restoring each other's lifted value. Other threads opening images meanwhile
-    # still meet our own, lower, limit right after opening.
-    with _PIL_LIMIT_LOCK:
-        limit = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = None
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                return img.size
-        except Exception:  # the caller reports the frame as unreadable without a size
-            return None
-        finally:
-            Image.MAX_IMAGE_PIXELS = limit
-
-
-def decode_image_bytes(data: bytes | None, name: str) -> None:
-    """Fully decode one frame's bytes; :class:`SampleLoadError` naming ``name`` on any failure."""
-    img = _open_image_bytes(data, name)
-    try:
-        img.load()
-    except Exception as e:  # see _open_image_bytes
-        raise SampleLoadError(name, f"cannot decode image: {_describe(e)}") from None
-
-
-def load_folder_frames(folder: str, image_tmpl: str, numbers: Sequence[int]) -> tuple[list[Image.Image], list[str]]:
-    """Open frames ``numbers`` (1-based) of a frame folder, lazily decoded.
-
-    Returns the images and their file names (repeated numbers share one image).
-    Raises :class:`SampleLoadError` naming the folder or the frame.
-    """
-    if not os.path.isdir(folder):
-        raise SampleLoadError(folder, "frame folder does not exist")
-    cache: dict[int, Image.Image] = {}
-    names = [os.path.join(folder, image_tmpl.format(int(n))) for n in numbers]
-    for n, name in zip(numbers, names):
-        n = int(n)
-        if n in cache:
-            continue
-        try:
-            with open(name, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            raise SampleLoadError(name, "missing frame") from None
-        except OSError as e:
-            raise SampleLoadError(name, f"cannot read frame: {e}") from None
-        cache[n] = _open_image_bytes(data, name)
-    return [cache[int(n)] for n in numbers], names
-
-
-def _decode_all(frames: list, names: list[str]) -> list[np.ndarray]:
-    out = []
-    for img, name in zip(frames, names):
-        if isinstance(img, np.ndarray):
-            out.append(img)
-            continue
-        try:
-            out.append(np.asarray(img.convert("RGB")))
-        except Exception as e:  # PIL or numpy, any kind: this frame's problem
-            raise SampleLoadError(name, f"cannot decode image: {_describe(e)}") from None
-    return out
-
-
 class TSNDataSet(Dataset):
     """Clips of ``num_segments`` segments x ``new_length`` frames, with their labels.
 
@@ -338,35 +232,21 @@ class TSNDataSet(Dataset):
     def _full_path(self, record: VideoRecord) -> str:
         return os.path.join(self.root_path, record.path)
 
+    def source(self, record: VideoRecord) -> FrameSource:
+        """Where the frames of ``record`` are read from (frame folder, video file or LMDB store)."""
+        return listed_source(self.root_path, record.path, self.image_tmpl, video=self.video, store=self.store)
+
     def load_frames(self, record: VideoRecord, numbers: np.ndarray) -> tuple[list, list[str]]:
         """Frames ``numbers`` (1-based) of ``record`` and a name per frame for messages."""
-        path = self._full_path(record)
-        if self.video:
-            if not os.path.isfile(path):
-                raise SampleLoadError(path, f"video file does not exist (listed at {record.where})")
-            try:
-                frames = read_frames(path, [int(n) - 1 for n in numbers])
-            except VideoReadError as e:
-                raise SampleLoadError(path, f"{e.reason} (listed at {record.where} with {record.num_frames} frames)") from None
-            return frames, [f"{path}#frame{int(n)}" for n in numbers]
-        if self.store is not None:
-            keys = [frame_key(record.path, self.image_tmpl, int(n)) for n in numbers]
-            datas = self.store.get_many(keys)
-            names = [f"{self.lmdb_path}:{k.decode('utf-8')}" for k in keys]
-            cache: dict[bytes, Image.Image] = {}
-            frames = []
-            for k, d, name in zip(keys, datas, names):
-                if k not in cache:
-                    try:
-                        cache[k] = _open_image_bytes(d, name)
-                    except SampleLoadError as e:
-                        raise SampleLoadError(e.path, f"{e.reason} (listed at {record.where})") from None
-                frames.append(cache[k])
-            return frames, names
+        source = self.source(record)
         try:
-            return load_folder_frames(path, self.image_tmpl, numbers)
+            frames = source.read(numbers)
         except SampleLoadError as e:
-            raise SampleLoadError(e.path, f"{e.reason} (listed at {record.where})") from None
+            # A video read that fails may be one listed with more frames than it has: say how many.
+            listed = (f" with {record.num_frames} frames"
+                      if isinstance(source, VideoFileSource) and not isinstance(e, SourceMissingError) else "")
+            raise SampleLoadError(e.path, f"{e.reason} (listed at {record.where}{listed})") from None
+        return frames, [source.frame_name(n) for n in numbers]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         record = self.records[index]
@@ -376,7 +256,7 @@ class TSNDataSet(Dataset):
         label = record.label
         try:
             if self.transform is None:
-                arrays = _decode_all(frames, names)
+                arrays = rgb_arrays(frames, names)
                 x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255)
                 x = x.reshape(-1, *x.shape[-2:])
             elif isinstance(self.transform, ClipTransform):
@@ -403,63 +283,8 @@ class TSNDataSet(Dataset):
 # ------------------------------------------------------------------ checking
 
 
-def _check_one(
-    record: VideoRecord,
-    root_path: str,
-    image_tmpl: str,
-    video: bool,
-    check_frames: bool,
-    store: FrameStore | None,
-) -> list[str]:
-    where = record.where
-    path = os.path.join(root_path, record.path)
-    if video:
-        if not os.path.isfile(path):
-            return [f"{where}: {path}: video file does not exist"]
-        try:
-            n = count_frames(path, decode=check_frames)
-        except VideoReadError as e:
-            return [f"{where}: {path}: {e.reason}"]
-        if check_frames and n < record.num_frames:
-            return [f"{where}: {path}: video decodes to {n} frames, list says {record.num_frames}"]
-        return []
-    if store is not None:
-        numbers = range(1, record.num_frames + 1) if check_frames else (1, record.num_frames)
-        keys = [frame_key(record.path, image_tmpl, n) for n in dict.fromkeys(numbers)]
-        problems = []
-        for k, d in zip(keys, store.get_many(keys)):
-            name = f"{store.path}:{k.decode('utf-8')}"
-            if not d:
-                problems.append(f"{where}: {name}: {'missing frame' if d is None else 'empty frame'}")
-            elif check_frames:
-                try:
-                    decode_image_bytes(d, name)
-                except SampleLoadError as e:
-                    problems.append(f"{where}: {name}: {e.reason}")
-        return problems
-    if not os.path.isdir(path):
-        return [f"{where}: {path}: frame folder does not exist"]
-    numbers = range(1, record.num_frames + 1) if check_frames else (1, record.num_frames)
-    problems = []
-    for n in dict.fromkeys(numbers):
-        name = os.path.join(path, image_tmpl.format(n))
-        try:
-            size = os.path.getsize(name)
-        except OSError:
-            problems.append(f"{where}: {name}: missing frame")
-            continue
-        if size == 0:
-            problems.append(f"{where}: {name}: empty image file")
-        elif check_frames:
-            try:
-                with open(name, "rb") as f:
-                    data = f.read()
-                decode_image_bytes(data, name)
-            except OSError as e:
-                problems.append(f"{where}: {name}: cannot read frame: {e}")
-            except SampleLoadError as e:
-                problems.append(f"{where}: {name}: {e.reason}")
-    return problems
+def _check_one(record: VideoRecord, source: FrameSource, check_frames: bool) -> list[str]:
+    return [f"{record.where}: {name}: {reason}" for name, reason in source.check(record.num_frames, check_frames)]
 
 
 def check_records(
@@ -481,6 +306,7 @@ def check_records(
     store = FrameStore(lmdb_path) if lmdb_path else None
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = pool.map(
-            lambda r: _check_one(r, root_path, image_tmpl, video, check_frames, store), records
+            lambda r: _check_one(r, listed_source(root_path, r.path, image_tmpl, video=video, store=store),
+                                 check_frames), records
         )
         return [p for problems in results for p in problems]

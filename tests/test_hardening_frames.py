@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 import main
-from ops import dataset as dataset_module
+from ops import frame_sources as dataset_module  # _open_image_bytes moved to ops.frame_sources
 from ops import video_reader
 from ops.dataset import SampleLoadError, TSNDataSet, check_records, parse_list_file
 from ops.video_reader import MAX_FRAME_PIXELS, VideoReadError, read_frames

@@ -37,14 +37,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ops import sampling  # noqa: E402
 from ops.checkpoint import CheckpointError  # noqa: E402
-from ops.dataset import SampleLoadError, frame_numbers, load_folder_frames  # noqa: E402
+from ops.dataset import SampleLoadError, frame_numbers  # noqa: E402
 from ops.dataset_config import get_dataset_config, load_categories  # noqa: E402
 from ops.errors import PanError  # noqa: E402
+from ops.frame_sources import FolderSource, FrameSource, FrameSourceError, open_source  # noqa: E402
 from ops.inference import InferenceOptions, load_checkpoint_model, prepare_model, run_batch  # noqa: E402
 from ops.models import PAN  # noqa: E402
 from ops.runtime import DEVICE_CHOICES, resolve_device, setup_logging  # noqa: E402
 from ops.transforms import default_scale_size, eval_transform  # noqa: E402
-from ops.video_reader import VideoReadError, count_frames, read_frames  # noqa: E402
+from ops.video_reader import VideoReadError  # noqa: E402
 
 logger = logging.getLogger("demo")
 
@@ -70,45 +71,36 @@ def count_folder_frames(folder: str, image_tmpl: str) -> int:
     Raises:
         DemoError: the folder has no frame named like ``image_tmpl.format(1)``.
     """
-    names = set(os.listdir(folder))
-    n = 0
-    while image_tmpl.format(n + 1) in names:
-        n += 1
-    if n == 0:
-        raise DemoError(
-            f"{folder}: no frame named {image_tmpl.format(1)!r}; pass --image_tmpl if the frames are named "
-            f"otherwise (e.g. '{{:05d}}.jpg')"
-        )
-    if any(image_tmpl.format(k) in names for k in range(n + 2, n + 10)):
-        raise DemoError(f"{folder}: frame {image_tmpl.format(n + 1)} is missing but later frames exist")
+    return _frame_count(FolderSource(folder, image_tmpl))
+
+
+def input_source(path: str, image_tmpl: str) -> FrameSource:
+    """The frames ``path`` names: a frame folder, a video file (any container PyAV decodes, whatever
+    its extension) or ``<store>/<video>`` in an LMDB frame store (:func:`ops.frame_sources.open_source`)."""
+    try:
+        return open_source(path, image_tmpl, video_extensions=None)
+    except FrameSourceError as e:
+        raise DemoError(str(e)) from None
+
+
+def _frame_count(source: FrameSource, decode: bool = False) -> int:
+    try:
+        n = source.count(decode=decode)
+    except SampleLoadError as e:
+        raise DemoError(str(e)) from None
+    if n < 1:
+        raise DemoError(f"{source.path}: the video has no decodable frames")
     return n
 
 
 def input_frame_count(path: str, image_tmpl: str, decode: bool = False) -> int:
     """Frames of a video file (container count, or decoded when ``decode``) or a frame folder."""
-    if os.path.isdir(path):
-        return count_folder_frames(path, image_tmpl)
-    if not os.path.isfile(path):
-        raise DemoError(f"{path}: no such video file or frame folder")
-    n = count_frames(path, decode=decode)
-    if n < 1:
-        raise DemoError(f"{path}: the video has no decodable frames")
-    return n
+    return _frame_count(input_source(path, image_tmpl), decode)
 
 
 def read_input_frames(path: str, numbers: Sequence[int], image_tmpl: str) -> list[np.ndarray]:
     """Decoded RGB frames (``uint8 [H, W, 3]``) numbered ``numbers`` (1-based) of a video or folder."""
-    if os.path.isdir(path):
-        images, names = load_folder_frames(path, image_tmpl, numbers)
-        decoded: dict[int, np.ndarray] = {}
-        for img, name in zip(images, names):
-            if id(img) not in decoded:  # repeated numbers share one image
-                try:
-                    decoded[id(img)] = np.asarray(img.convert("RGB"))
-                except (OSError, SyntaxError, ValueError) as e:
-                    raise SampleLoadError(name, f"cannot decode image: {e}") from None
-        return [decoded[id(img)] for img in images]
-    return read_frames(path, [int(n) - 1 for n in numbers])
+    return input_source(path, image_tmpl).read_rgb(numbers)
 
 
 def sample_frame_numbers(num_frames: int, num_segments: int, new_length: int, num_clips: int = 1) -> np.ndarray:
@@ -137,21 +129,20 @@ def decode_clip(path: str, num_segments: int, new_length: int, num_clips: int, i
     (some muxers round it); then the frames are counted by decoding and the
     sampling is redone, with a warning.
     """
-    num_frames = input_frame_count(path, image_tmpl)
+    source = input_source(path, image_tmpl)
+    num_frames = _frame_count(source)
     numbers = sample_frame_numbers(num_frames, num_segments, new_length, num_clips)
     try:
-        frames = read_input_frames(path, numbers, image_tmpl)
-    except VideoReadError as e:
-        if os.path.isdir(path):
-            raise
-        counted = input_frame_count(path, image_tmpl, decode=True)
+        frames = source.read_rgb(numbers)
+    except SampleLoadError as e:
+        counted = _frame_count(source, decode=True)  # a folder's count stays the same: the error stands
         if counted >= num_frames:
             raise
         logger.warning("%s: the container says %d frames but %d decode (%s); sampling those",
                        path, num_frames, counted, e.reason)
         num_frames = counted
         numbers = sample_frame_numbers(num_frames, num_segments, new_length, num_clips)
-        frames = read_input_frames(path, numbers, image_tmpl)
+        frames = source.read_rgb(numbers)
     return DecodedClip(path, num_frames, numbers, frames)
 
 

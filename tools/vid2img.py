@@ -37,10 +37,10 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ops.frame_sources import VIDEO_EXTENSIONS as VIDEO_EXTS  # noqa: E402
 from ops.transforms import scaled_size  # noqa: E402
 from tools.gen_label import kinetics_class_folder  # noqa: E402
 
-VIDEO_EXTS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".flv", ".mpg", ".mpeg")
 LAYOUTS = {
     "flat": {"tree": False, "image_tmpl": None, "exts": None},
     "tree": {"tree": True, "image_tmpl": None, "exts": None},
