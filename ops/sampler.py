@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import Sampler
 
-from ops.stop_signal import ignore_stop_signals
+from ops.stop_signal import ignore_interrupt
 
 
 def epoch_permutation(num_samples: int, seed: int, epoch: int, shuffle: bool = True) -> list[int]:
@@ -143,7 +143,7 @@ def loader_generator(seed: int, epoch: int) -> torch.Generator:
 
 
 def seed_worker(worker_id: int) -> None:
-    """``worker_init_fn``: seed numpy and ``random`` in each worker from its torch seed; ignore SIGTERM/SIGINT.
+    """``worker_init_fn``: seed numpy and ``random`` in each worker from its torch seed; ignore SIGINT.
 
     The dataset draws its randomness from ``(seed, epoch, index)``; this only
     keeps any other library call in a worker reproducible.
@@ -155,4 +155,4 @@ def seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
-    ignore_stop_signals()  # the main process finishes its step and saves (ops/stop_signal.py)
+    ignore_interrupt()  # Ctrl-C: the main process finishes its step and saves (ops/stop_signal.py)

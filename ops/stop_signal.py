@@ -5,9 +5,12 @@ limit). On the first SIGTERM or SIGINT the trainer finishes the step it is in,
 saves a resumable mid-epoch checkpoint, logs it and exits with status
 ``128 + signal number`` (143 for SIGTERM, 130 for SIGINT, the shell's
 convention). The first signal puts the default handlers back, so a second one
-stops the process at once. Data-loading workers ignore both signals: a
-terminal's Ctrl-C reaches the whole process group, and a worker that died of
-it would fail the step the trainer is finishing.
+stops the process at once. Data-loading workers ignore SIGINT: a terminal's
+Ctrl-C reaches the whole process group, and a worker that died of it would fail
+the step the trainer is finishing. They keep the default SIGTERM, which is how
+their parent shuts them down (workers that ignored it kept a finished run from
+exiting); send SIGTERM to the trainer itself (``torchrun`` does; so do
+``kill <pid>`` and schedulers that signal the job's main process).
 """
 
 from __future__ import annotations
@@ -60,7 +63,6 @@ class StopRequest:
                        "(send it again to stop at once)", signal.Signals(signum).name)
 
 
-def ignore_stop_signals() -> None:
-    """For data-loading workers: the main process decides when to stop."""
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
+def ignore_interrupt() -> None:
+    """For data-loading workers: a terminal's Ctrl-C is the main process's to handle."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
