@@ -35,6 +35,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ops.errors import PanError
+
 #: Extensions of exported files, and the backend each one runs on.
 BACKENDS = {".pt2": "torch.export", ".onnx": "onnxruntime"}
 #: Name of the metadata inside a ``.pt2`` archive (``extra_files``) and key in an ONNX file's ``metadata_props``.
@@ -49,11 +51,11 @@ ONNX_INPUT, ONNX_OUTPUT = "clips", "logits"
 ONNX_PACKAGES = {"onnx": "ONNX export", "onnxscript": "ONNX export", "onnxruntime": "running ONNX files"}
 
 
-class MissingDependencyError(ImportError):
+class MissingDependencyError(PanError, ImportError):
     """An optional package is not installed; the message names it and how to install it."""
 
 
-class ExportedModelError(ValueError):
+class ExportedModelError(PanError, ValueError):
     """An exported file that cannot be used (unknown extension, no or newer metadata, wrong input)."""
 
 
@@ -253,7 +255,7 @@ class ExportedModel(nn.Module):
                 f"{self.num_segments}x{self.new_length} frames at {self.crop_size}px, {self.num_class} classes")
 
 
-def load_for_evaluation(path: str, num_class: int, overrides: dict[str, Any] | None = None,
+def load_for_evaluation(path: str, num_class: int | None, overrides: dict[str, Any] | None = None,
                         options: Any = None) -> ExportedModel:
     """An exported model for ``test_models.py``, checked against the dataset and the flags.
 
@@ -267,7 +269,7 @@ def load_for_evaluation(path: str, num_class: int, overrides: dict[str, Any] | N
         ExportedModelError: the class count, a flag or a fast-path switch disagrees with the file.
     """
     model = ExportedModel(path)
-    if num_class != model.num_class:
+    if num_class is not None and num_class != model.num_class:
         raise ExportedModelError(
             f"{path} has {model.num_class} classes but the dataset has {num_class}: it belongs to another dataset")
     stated = dict(model.metadata.config, num_segments=model.num_segments)
@@ -284,14 +286,16 @@ def load_for_evaluation(path: str, num_class: int, overrides: dict[str, Any] | N
     return model.eval()
 
 
-def load_evaluation_model(path: str, num_class: int, overrides: dict[str, Any] | None = None,
+def load_evaluation_model(path: str, num_class: int | None, overrides: dict[str, Any] | None = None,
                           options: Any = None) -> tuple[nn.Module, Any, dict]:
     """``(model, resolved configuration, checkpoint)`` for ``test_models.py``, whatever ``path`` holds.
 
     An exported file (``.pt2``/``.onnx``) gives an :class:`ExportedModel`
     (:func:`load_for_evaluation`), its configuration with ``'exported file'``
-    as every value's source, and an empty checkpoint dict; anything else is a
-    checkpoint, read by :func:`ops.inference.load_checkpoint_model`.
+    as every value's source, and in place of the checkpoint a dict whose
+    ``args`` hold the exported crop and scale size (where the demo reads a
+    training run's); anything else is a checkpoint, read by
+    :func:`ops.inference.load_checkpoint_model`. ``num_class`` ``None``: the file's.
     """
     from ops.inference import ResolvedConfig, load_checkpoint_model
 
@@ -299,4 +303,5 @@ def load_evaluation_model(path: str, num_class: int, overrides: dict[str, Any] |
         return load_checkpoint_model(path, num_class, overrides)
     model = load_for_evaluation(path, num_class, overrides, options)
     config = {**model.metadata.config, **model.metadata.summary()}
-    return model, ResolvedConfig(config, {k: "exported file" for k in config}), {}
+    sizes = {"crop_size": model.crop_size, "scale_size": model.scale_size}
+    return model, ResolvedConfig(config, {k: "exported file" for k in config}), {"args": sizes}
