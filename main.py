@@ -20,7 +20,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import signal
 import sys
 
@@ -37,6 +36,7 @@ from ops.bad_samples import (
 from ops.checkpoint import CheckpointError, load_model_weights, strip_prefix
 from ops.checkpoint_io import (
     FORMAT_VERSION,
+    RESUME_AUTO,
     capture_rng_state,
     file_sha256,
     read_verified_checkpoint,
@@ -45,17 +45,10 @@ from ops.checkpoint_io import (
     save_checkpoint,
     to_plain,
 )
-from ops.dataset import (
-    ListFileError,
-    TSNDataSet,
-    VideoRecord,
-    check_records,
-    parse_list_file,
-    parse_list_line,
-)
+from ops.dataset import Problem, TSNDataSet, check_lists
 from ops.dataset_config import DatasetConfig, get_dataset_config
 from ops.engine import StepSettings, evaluate, train_one_epoch
-from ops.errors import PanError, UsageError
+from ops.errors import MissingFileError, PanError, UsageError
 from ops.lr_schedule import EpochLR, build_param_groups
 from ops.model_config import ModelConfig
 from ops.models import PAN
@@ -91,10 +84,12 @@ class OutOfMemory(PanError, RuntimeError):
 
 
 class DataCheckError(PanError, ValueError):
-    """The list files have problems; ``problems`` holds one ``file:line: path: reason`` each."""
+    """The list files have problems: ``details`` holds them (:class:`ops.dataset.Problem`),
+    ``problems`` the same as ``file:line: path: reason`` strings."""
 
-    def __init__(self, problems: list[str], report_path: str | None = None, shown: int = 100):
-        self.problems = problems
+    def __init__(self, details: list[Problem], report_path: str | None = None, shown: int = 100):
+        self.details = list(details)
+        self.problems = problems = [str(p) for p in self.details]
         listed = "\n".join(problems[:shown])
         more = f"\n... and {len(problems) - shown} more" if len(problems) > shown else ""
         where = f" (all of them are in {report_path})" if report_path else ""
@@ -132,39 +127,17 @@ def check_data(cfg: DatasetConfig, args: argparse.Namespace, report_path: str | 
     """Parse both lists and check the files they name; :class:`DataCheckError` lists every problem.
 
     ``--check-data quick``: each folder/video exists (with its first and last
-    frame); ``full``: every frame decodes; ``off``: only the list syntax and labels.
+    frame); ``full``: every frame decodes; ``off``: only the list syntax and labels. The files
+    of a list's good lines are checked also when it has bad lines (one check: :func:`ops.dataset.check_lists`).
     """
-    problems: list[str] = []
-    records = []
-    for path in (cfg.train_list, cfg.val_list):
-        try:
-            records.append(parse_list_file(path, cfg.num_class))
-        except ListFileError as err:
-            problems.extend(err.problems)
-            records.append(_good_records(path, err.problems))
-    if args.check_data != "off":
-        for recs in records:
-            problems.extend(check_records(recs, cfg.root_path, cfg.image_tmpl, cfg.video,
-                                          workers=max(args.workers, 4), check_frames=args.check_data == "full",
-                                          lmdb_path=args.lmdb))
+    problems = check_lists((cfg.train_list, cfg.val_list), cfg.root_path, num_class=cfg.num_class,
+                           image_tmpl=cfg.image_tmpl, video=cfg.video, lmdb_path=args.lmdb,
+                           files=args.check_data, workers=max(args.workers, 4)).problems
     if problems:
         if report_path:
             with open(report_path, "w", encoding="utf-8") as f:
-                f.write("\n".join(problems) + "\n")
+                f.write("\n".join(str(p) for p in problems) + "\n")
         raise DataCheckError(problems, report_path)
-
-
-def _good_records(path: str, problems: list[str]) -> list[VideoRecord]:
-    """The lines of a list file that parse, so that their files are checked in the same report
-    as the bad lines (``problems`` are ``file:line: reason``)."""
-    bad = {int(m.group(1)) for p in problems if (m := re.match(re.escape(path) + r":(\d+):", p))}
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.readlines()
-    except OSError:
-        return []
-    return [VideoRecord(*parse_list_line(line), lineno, path)
-            for lineno, line in enumerate(lines, 1) if line.strip() and lineno not in bad]
 
 
 def effective_fc_lr5(args: argparse.Namespace) -> bool:
@@ -286,16 +259,35 @@ def main(args: argparse.Namespace) -> dict:
     if args.sync_bn and device.type != "cuda":
         raise UsageError("--sync_bn needs CUDA: SyncBatchNorm does not run on CPU; drop --sync_bn "
                          "(or use --freeze-bn for small per-process batches)")
+    cfg = dataset_config(args)
+    check_inputs_exist(cfg, args)  # a failed start leaves no run folder behind
     info = init_distributed(device, args.dist_timeout)
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     try:
-        return _train(args, device, info)
+        return _train(args, device, info, cfg)
     finally:
         torch.use_deterministic_algorithms(was_deterministic)  # main() may be called again in-process
         cleanup_distributed()
 
 
-def _train(args: argparse.Namespace, device: torch.device, info: DistInfo) -> dict:
+def check_inputs_exist(cfg: DatasetConfig, args: argparse.Namespace) -> None:
+    """The files a run starts from are there: list files, ``--tune_from``, an explicit ``--resume``,
+    ``--lmdb``. Checked before any folder is created; their content is checked later (``--check-data``)."""
+    needed = [("the validation list", cfg.val_list)]
+    if not args.evaluate:
+        needed.insert(0, ("the training list", cfg.train_list))
+    if args.tune_from:
+        needed.append(("--tune_from", args.tune_from))
+    if args.resume and args.resume != RESUME_AUTO:
+        needed.append(("--resume", args.resume))
+    if args.lmdb:
+        needed.append(("--lmdb", args.lmdb))
+    missing = [f"{what}: {path}" for what, path in needed if not os.path.exists(path)]
+    if missing:
+        raise MissingFileError("nothing was started, these inputs do not exist:\n  " + "\n  ".join(missing))
+
+
+def _train(args: argparse.Namespace, device: torch.device, info: DistInfo, cfg: DatasetConfig) -> dict:
     log_dir = os.path.join(args.root_log, args.store_name)
     model_dir = os.path.join(args.root_model, args.store_name)
     if info.is_main:  # before any data is read: a bad output path fails in seconds
@@ -307,7 +299,7 @@ def _train(args: argparse.Namespace, device: torch.device, info: DistInfo) -> di
     run = RunFolder(log_dir, info.is_main, tensorboard=args.tensorboard)
     try:
         with StopRequest() as stop:
-            return _run(args, device, info, run, model_dir, stop)
+            return _run(args, device, info, run, model_dir, stop, cfg)
     except TrainingInterrupted as err:
         logger.warning("%s", err)
         raise
@@ -348,12 +340,11 @@ def _close_log_file(log_file: str) -> None:
 
 
 def _run(args: argparse.Namespace, device: torch.device, info: DistInfo, run: RunFolder, model_dir: str,
-         stop: StopRequest) -> dict:
+         stop: StopRequest, cfg: DatasetConfig) -> dict:
     run.save_args(to_plain(vars(args)))
     logger.info("run %s on %s, %d process(es), batch %d per process (%d in total per step)", args.store_name,
                 device, info.world_size, args.batch_size, args.batch_size * info.world_size * args.iter_size)
     configure_determinism(args.deterministic)
-    cfg = dataset_config(args)
 
     on_main_process(lambda: check_data(cfg, args, run.file("data_problems.txt")), info)
 
@@ -533,10 +524,8 @@ def cli(argv: list[str] | None = None) -> int:
     except TrainingInterrupted as err:
         return err.exit_status
     except EXPECTED_ERRORS as err:
-        if not getattr(err, "already_logged", False):
-            if not logging.getLogger().handlers:
-                logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-            logger.error("%s", err)
+        if not getattr(err, "already_logged", False):  # failed before the run's logging started
+            print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 1
     if args.dry_run:
         print(json.dumps(result, indent=2, default=str))

@@ -114,3 +114,31 @@ def test_main_lets_a_bug_keep_its_traceback(data, tmp_path, monkeypatch):
     monkeypatch.setattr(ops.engine, "forward_loss", bug)
     with pytest.raises(ValueError, match="a bug"):
         main.cli(train_argv(data, tmp_path / "out"))
+
+
+# ------------------------------------------------------------------ a failed start leaves nothing behind
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"dataset": "somthing"}, "unknown dataset 'somthing'"),
+    ({"--train_list": "missing_train.txt"}, "the training list: "),
+    ({"--tune_from": "missing.pth.tar"}, "--tune_from: missing.pth.tar"),
+], ids=["misspelt dataset", "missing list", "missing --tune_from"])
+def test_a_failed_start_leaves_no_run_folder(data, tmp_path, monkeypatch, capsys, change, message):
+    monkeypatch.chdir(tmp_path)
+    argv = train_argv(data, tmp_path, "--root_log", "log", "--root_model", "checkpoint", "--store_name", "")
+    if "dataset" in change:  # a registered dataset's name with a typo: no custom lists given either
+        argv = [change["dataset"], *argv[1:]]
+        for flag in ("--train_list", "--val_list", "--num_class"):
+            i = argv.index(flag)
+            del argv[i:i + 2]
+    else:
+        for flag, value in change.items():
+            argv += [flag, value]
+    code = None
+    try:
+        code = main.cli(argv)
+    except SystemExit as stop:
+        code = stop.code
+    assert code in (1, 2) and message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no log/, no checkpoint/, no run folder

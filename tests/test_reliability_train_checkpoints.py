@@ -269,7 +269,10 @@ def test_full_disk_during_training_stops_with_a_message_and_keeps_previous_check
 def test_unwritable_output_folder_fails_before_any_data_is_read(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    # The lists do not even exist: the folder check must come first.
+    # The lists exist but are empty: the folder check must come before any data is read.
+    (tmp_path / "no_data").mkdir()
+    for name in ("train_list.txt", "val_list.txt"):
+        (tmp_path / "no_data" / name).write_text("")
     argv = train_argv(tmp_path / "no_data", tmp_path)
     argv[argv.index("--root_model") + 1] = str(blocker / "sub")
     with pytest.raises(OutputFolderError, match=r"--root_model folder .*a_file/sub.* is not writable"):

@@ -236,7 +236,8 @@ def test_cli_ends_expected_failures_with_a_message_and_status(data, tmp_path, ca
     argv = train_argv(data, tmp_path, "--train_list", str(tmp_path / "missing.txt"))
     assert main.cli(argv) == 1
     err = capsys.readouterr().err
-    assert "ERROR main: 1 problem(s) in the data lists" in err and "missing.txt" in err and "Traceback" not in err
+    assert "these inputs do not exist" in err and "the training list" in err and "missing.txt" in err
+    assert "Traceback" not in err
     with pytest.raises(SystemExit) as exit_info:
         main.cli(train_argv(data, tmp_path, "--batch-size", "0"))
     assert exit_info.value.code == 2 and "--batch-size must be >= 1" in capsys.readouterr().err
