@@ -41,6 +41,7 @@ import time
 import torch
 from torch.utils.data import DataLoader
 
+from ops.cli import HelpFormatter, add_aliases
 from ops.dataset_config import DatasetConfig, get_dataset_config, load_categories
 from ops.errors import PanError, UsageError
 from ops.evaluation import (
@@ -95,7 +96,7 @@ logger = logging.getLogger("test_models")
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Evaluate PAN checkpoints (one, or an ensemble) on a dataset's list.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     bool_flag = argparse.BooleanOptionalAction
     parser.add_argument("dataset", help="registered dataset (something, somethingv2, kinetics, ucf101, hmdb51, "
@@ -193,7 +194,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="print what would be evaluated (per model: configuration from the checkpoint's "
                              "fields or file name, segments, views, crop and input size) as JSON and exit; "
                              "reads no frames and writes nothing")
-    return parser
+    # main.py's name of the crop size, and the tools' name of the LMDB store.
+    return add_aliases(parser, {"--crop_size": "--input_size", "--lmdb_path": "--lmdb"})
 
 
 def parse_list(text: str | None, count: int, kind, flag: str) -> list | None:
@@ -448,10 +450,8 @@ def cli(argv: list[str] | None = None) -> int:
     except UsageError as err:
         parser.error(str(err))
     except PanError as err:
-        if not logging.getLogger().handlers:
-            logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         logger.debug("details", exc_info=True)
-        logger.error("%s: %s", type(err).__name__, err)
+        print(f"{parser.prog}: error: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
     if args.dry_run:
         print(json.dumps(result, indent=2, default=str))

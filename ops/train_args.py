@@ -12,6 +12,7 @@ import os
 
 from ops.backbones import BACKBONES
 from ops.checkpoint_io import RESUME_AUTO
+from ops.cli import HelpFormatter, add_aliases
 from ops.errors import UsageError  # noqa: F401 (the entry points import it from here too)
 from ops.lr_schedule import LR_TYPES
 from ops.modalities import MODALITIES
@@ -21,20 +22,11 @@ from ops.runtime import DEFAULT_DIST_TIMEOUT_MINUTES, DEVICE_CHOICES
 CHECK_DATA_CHOICES = ("quick", "full", "off")
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Appends ``(default: X)`` unless the help text already explains its default."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        if "default" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
-
-
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Train PAN (Lite / RGB / PA) on a video dataset. One process: `python main.py ...`; "
         "several: `torchrun --nproc_per_node=N main.py ...` (--batch-size is per process).",
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
         add_help=add_help,
     )
     on_off = argparse.BooleanOptionalAction
@@ -168,7 +160,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--snapshot_pref", default="", help="unused by PAN (as in the published code)")
     g.add_argument("--flow_prefix", default="", help="unused: the Flow modality is not supported")
     g.add_argument("--non_local", action="store_true", help="refused: non-local blocks are not implemented")
-    return p
+    # test_models.py's (published) name of the crop size, and the tools' names of the LMDB store.
+    return add_aliases(p, {"--input_size": "--crop_size", "--lmdb_path": "--lmdb"})
 
 
 def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
