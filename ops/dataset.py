@@ -53,13 +53,44 @@ logger = logging.getLogger(__name__)
 MODES = ("train", "val", "test")
 
 
-class ListFileError(PanError, ValueError):
-    """A list file has bad lines; ``problems`` holds one ``file:line: reason`` per line."""
+@dataclass(frozen=True)
+class Problem:
+    """One problem of the data, as the data check reports it.
 
-    def __init__(self, path: str, problems: list[str]):
+    ``str()`` gives ``file:line: path: reason``, leaving out the parts that are None:
+    ``file: reason`` for a whole list file, ``file:line: reason`` for a list line that
+    does not parse, ``file:line: path: reason`` for a file a good line names.
+    """
+
+    list_file: str
+    #: 1-based line in ``list_file``; None for the file as a whole.
+    line: int | None
+    #: The folder, video, frame or store entry concerned; None for the list line itself.
+    path: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = self.list_file if self.line is None else f"{self.list_file}:{self.line}"
+        return ": ".join(part for part in (where, self.path, self.reason) if part is not None)
+
+
+class ListFileError(PanError, ValueError):
+    """A list file has bad lines.
+
+    ``details``: one :class:`Problem` per bad line (or one for the whole file);
+    ``problems``: the same as ``file:line: reason`` strings; ``records``: the lines
+    that parse, so that a checker can go on with their files.
+    """
+
+    def __init__(self, path: str, details: Sequence[Problem], records: Sequence[VideoRecord] = ()):
         self.path = path
-        self.problems = problems
-        super().__init__(f"{len(problems)} bad line(s) in list file {path}:\n" + "\n".join(problems))
+        self.details = list(details)
+        self.problems = [str(p) for p in self.details]
+        self.records = list(records)
+        super().__init__(f"{len(self.problems)} bad line(s) in list file {path}:\n" + "\n".join(self.problems))
+
+    def __reduce__(self):
+        return (ListFileError, (self.path, self.details, self.records))
 
 
 @dataclass(frozen=True)
@@ -107,9 +138,9 @@ def parse_list_file(path: str, num_class: int | None = None) -> list[VideoRecord
         with open(path, encoding="utf-8") as f:
             lines = f.readlines()
     except OSError as e:
-        raise ListFileError(path, [f"{path}: cannot read list file: {e}"]) from None
+        raise ListFileError(path, [Problem(path, None, None, f"cannot read list file: {e}")]) from None
     records: list[VideoRecord] = []
-    problems: list[str] = []
+    problems: list[Problem] = []
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -121,13 +152,13 @@ def parse_list_file(path: str, num_class: int | None = None) -> list[VideoRecord
                 bound = f"[0, {num_class})" if num_class is not None else ">= 0"
                 raise ValueError(f"label {label} is outside {bound}")
         except ValueError as e:
-            problems.append(f"{path}:{lineno}: {e}")
+            problems.append(Problem(path, lineno, None, str(e)))
             continue
         records.append(VideoRecord(vpath, n, label, lineno, path))
     if problems:
-        raise ListFileError(path, problems)
+        raise ListFileError(path, problems, records)
     if not records:
-        raise ListFileError(path, [f"{path}: list file has no entries"])
+        raise ListFileError(path, [Problem(path, None, None, "list file has no entries")])
     return records
 
 
@@ -281,10 +312,38 @@ class TSNDataSet(Dataset):
 
 
 # ------------------------------------------------------------------ checking
+# The one data check: main.py --check-data and tools/check_data.py both call check_lists.
+
+#: What the data check looks at beyond the list syntax (``--check-data`` of main.py).
+CHECK_LEVELS = ("off", "quick", "full")
 
 
-def _check_one(record: VideoRecord, source: FrameSource, check_frames: bool) -> list[str]:
-    return [f"{record.where}: {name}: {reason}" for name, reason in source.check(record.num_frames, check_frames)]
+def record_problems(
+    records: Sequence[VideoRecord],
+    root_path: str,
+    image_tmpl: str = "img_{:05d}.jpg",
+    video: bool = False,
+    workers: int = 8,
+    *,
+    check_frames: bool = False,
+    lmdb_path: str | None = None,
+) -> list[Problem]:
+    """Check the files of every record in parallel (through :meth:`FrameSource.check`); all problems, in record order.
+
+    Quick check: the folder exists with its first and last frame (non-empty),
+    the store holds them, or the video opens with a video stream.
+    ``check_frames``: every frame exists and decodes, or the video decodes to
+    at least the listed count.
+    """
+    store = FrameStore(lmdb_path) if lmdb_path else None
+
+    def check(record: VideoRecord) -> list[Problem]:
+        source = listed_source(root_path, record.path, image_tmpl, video=video, store=store)
+        return [Problem(record.list_file, record.line, name, reason)
+                for name, reason in source.check(record.num_frames, check_frames)]
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return [p for problems in pool.map(check, records) for p in problems]
 
 
 def check_records(
@@ -297,16 +356,51 @@ def check_records(
     check_frames: bool = False,
     lmdb_path: str | None = None,
 ) -> list[str]:
-    """Validate every record in parallel; returns all problems (``file:line: path: reason``).
+    """:func:`record_problems` as ``file:line: path: reason`` strings."""
+    return [str(p) for p in record_problems(records, root_path, image_tmpl, video, workers,
+                                            check_frames=check_frames, lmdb_path=lmdb_path)]
 
-    Quick check: the folder exists with its first and last frame (non-empty),
-    or the video opens with a video stream. ``check_frames``: every frame
-    exists and decodes, or the video decodes to at least the listed count.
+
+@dataclass
+class DataCheck:
+    """What :func:`check_lists` found."""
+
+    problems: list[Problem]
+    #: Videos whose files were checked.
+    num_videos: int
+
+
+def check_lists(
+    list_files: Sequence[str],
+    root_path: str,
+    *,
+    num_class: int | None = None,
+    image_tmpl: str = "img_{:05d}.jpg",
+    video: bool = False,
+    lmdb_path: str | None = None,
+    files: str = "quick",
+    workers: int = 8,
+    files_of_bad_lists: bool = True,
+) -> DataCheck:
+    """Parse every list file and check the files it names; every problem at once, list by list
+    (its bad lines, then its files').
+
+    ``files``: ``"off"`` checks only the lists' syntax and labels, ``"quick"`` and ``"full"``
+    also the files (see :func:`record_problems`). ``files_of_bad_lists``: also check the files
+    of the good lines of a list that has bad lines (``main.py``); ``tools/check_data.py`` does not.
     """
-    store = FrameStore(lmdb_path) if lmdb_path else None
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = pool.map(
-            lambda r: _check_one(r, listed_source(root_path, r.path, image_tmpl, video=video, store=store),
-                                 check_frames), records
-        )
-        return [p for problems in results for p in problems]
+    if files not in CHECK_LEVELS:
+        raise ValueError(f"files must be one of {CHECK_LEVELS}, got {files!r}")
+    problems: list[Problem] = []
+    num_videos = 0
+    for list_file in list_files:
+        try:
+            records = parse_list_file(list_file, num_class)
+        except ListFileError as err:
+            problems.extend(err.details)
+            records = err.records if files_of_bad_lists else []
+        if files != "off" and records:
+            problems.extend(record_problems(records, root_path, image_tmpl, video, workers,
+                                            check_frames=files == "full", lmdb_path=lmdb_path))
+            num_videos += len(records)
+    return DataCheck(problems, num_videos)

@@ -7,6 +7,10 @@ and that every frame folder (with its first and last frame) or video exists;
     python tools/check_data.py --dataset something --root_path /data/something
     python tools/check_data.py --root_path /data/mine --list_file train.txt --num_class 10 --full
 
+The check is ``main.py --check-data``'s (:func:`ops.dataset.check_lists`), with one
+difference: the files of a list that has bad lines are checked once the list is fixed.
+``--lmdb`` (or ``--lmdb_path``) checks the frames in an LMDB store, as ``main.py --lmdb`` reads them.
+
 Exit status 1 when there is any problem.
 """
 
@@ -19,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ops.dataset import ListFileError, check_records, parse_list_file  # noqa: E402
+from ops.dataset import check_lists  # noqa: E402
 from ops.dataset_config import get_dataset_config  # noqa: E402
 
 
@@ -31,7 +35,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--image_tmpl", help="frame file template, e.g. '{:05d}.jpg'")
     p.add_argument("--num_class", type=int)
     p.add_argument("--video", action="store_true", help="list paths are video files")
-    p.add_argument("--lmdb_path", help="check frames in this LMDB store instead of folders")
+    p.add_argument("--lmdb", "--lmdb_path", dest="lmdb",
+                   help="check frames in this LMDB store instead of folders (as main.py --lmdb)")
     p.add_argument("--full", action="store_true", help="decode every frame / video")
     p.add_argument("--workers", type=int, default=16)
     return p
@@ -48,21 +53,14 @@ def main(args: argparse.Namespace) -> list[str]:
             raise SystemExit("give --dataset, or --root_path with --list_file")
         root, tmpl, num_class, video = args.root_path, args.image_tmpl or "img_{:05d}.jpg", args.num_class, args.video
         lists = args.list_file
-    problems: list[str] = []
-    total = 0
-    for lf in lists:
-        path = lf if os.path.isabs(lf) else os.path.join(root, lf)
-        try:
-            records = parse_list_file(path, num_class)
-        except ListFileError as e:
-            problems.extend(e.problems)
-            continue
-        total += len(records)
-        problems.extend(check_records(records, root, tmpl, video, args.workers,
-                                      check_frames=args.full, lmdb_path=args.lmdb_path))
+    paths = [lf if os.path.isabs(lf) else os.path.join(root, lf) for lf in lists]
+    # The files of a list with bad lines are not checked: fix the list first.
+    report = check_lists(paths, root, num_class=num_class, image_tmpl=tmpl, video=video, lmdb_path=args.lmdb,
+                         files="full" if args.full else "quick", workers=args.workers, files_of_bad_lists=False)
+    problems = [str(p) for p in report.problems]
     for p in problems:
         print(p)
-    print(f"checked {total} videos in {len(lists)} list file(s): {len(problems)} problem(s)")
+    print(f"checked {report.num_videos} videos in {len(lists)} list file(s): {len(problems)} problem(s)")
     return problems
 
 
