@@ -25,6 +25,7 @@ source per list line: :meth:`TSNDataSet.source`), which also defines
 
 from __future__ import annotations
 
+import codecs
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -130,18 +131,29 @@ def parse_list_line(line: str) -> tuple[str, int, int]:
 def parse_list_file(path: str, num_class: int | None = None) -> list[VideoRecord]:
     """Read a TSN list file; raises :class:`ListFileError` listing every bad line.
 
-    Blank lines are skipped. A line is bad when it does not have three fields,
-    its frame count is not an integer >= 1, or its label is not an integer in
-    ``[0, num_class)`` (``>= 0`` when ``num_class`` is None).
+    The file is UTF-8, with or without a byte-order mark. Blank lines are
+    skipped. A line is bad when it is not UTF-8 (its byte offset in the file is
+    named), does not have three fields, its frame count is not an integer >= 1,
+    or its label is not an integer in ``[0, num_class)`` (``>= 0`` when
+    ``num_class`` is None).
     """
     try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.readlines()
+        with open(path, "rb") as f:
+            data = f.read()
     except OSError as e:
         raise ListFileError(path, [Problem(path, None, None, f"cannot read list file: {e}")]) from None
     records: list[VideoRecord] = []
     problems: list[Problem] = []
-    for lineno, line in enumerate(lines, 1):
+    offset = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    # Lines split as text mode does (\n, \r\n, \r); no UTF-8 sequence holds those bytes.
+    for lineno, raw in enumerate(data[offset:].splitlines(keepends=True), 1):
+        start, offset = offset, offset + len(raw)
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            problems.append(Problem(path, lineno, None, f"not UTF-8: byte 0x{raw[e.start]:02x} at byte offset "
+                                                        f"{start + e.start} of the file; save the list as UTF-8"))
+            continue
         if not line.strip():
             continue
         try:

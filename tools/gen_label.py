@@ -67,10 +67,13 @@ def get_args_parser() -> argparse.ArgumentParser:
 # ----------------------------------------------------------- annotation readers
 # Each returns (categories, [(video folder, label index)] for train, same for val).
 
+#: Annotation files are UTF-8; a leading byte-order mark (some editors and exporters write one) is dropped.
+ANNOTATION_ENCODING = "utf-8-sig"
+
 
 def _read_lines(path: str) -> list[str]:
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding=ANNOTATION_ENCODING) as f:
             return [ln.rstrip("\r\n") for ln in f if ln.strip()]
     except OSError as e:
         raise SystemExit(f"cannot read annotation file {path}: {e}") from None
@@ -107,7 +110,7 @@ def _sthv2_class(template: str) -> str:
 
 def read_somethingv2(anno: str, flat: bool = True):
     labels_path = os.path.join(anno, "something-something-v2-labels.json")
-    with open(labels_path, encoding="utf-8") as f:
+    with open(labels_path, encoding=ANNOTATION_ENCODING) as f:
         labels = json.load(f)
     categories = [name for name, _ in sorted(labels.items(), key=lambda kv: int(kv[1]))]
     if [int(v) for _, v in sorted(labels.items(), key=lambda kv: int(kv[1]))] != list(range(len(labels))):
@@ -116,7 +119,7 @@ def read_somethingv2(anno: str, flat: bool = True):
     splits = []
     for part in ("train", "validation"):
         path = os.path.join(anno, f"something-something-v2-{part}.json")
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding=ANNOTATION_ENCODING) as f:
             items = json.load(f)
         rows = []
         for k, item in enumerate(items):
@@ -147,7 +150,7 @@ def read_kinetics(anno: str, flat: bool = False):
     for part in ("train", "val"):
         path = os.path.join(anno, f"kinetics_{part}.csv")
         try:
-            with open(path, encoding="utf-8", newline="") as f:
+            with open(path, encoding=ANNOTATION_ENCODING, newline="") as f:
                 rows = list(csv.DictReader(f))
         except OSError as e:
             raise SystemExit(f"cannot read annotation file {path}: {e}") from None
