@@ -33,14 +33,9 @@ from ops.bad_samples import (
     SubstitutingDataset,
     collate_with_reports,
 )
-from ops.checkpoint import CheckpointError, load_model_weights, strip_prefix
 from ops.checkpoint_io import (
-    FORMAT_VERSION,
     RESUME_AUTO,
-    capture_rng_state,
     file_sha256,
-    read_verified_checkpoint,
-    resolve_resume,
     restore_rng_state,
     save_checkpoint,
     to_plain,
@@ -56,10 +51,8 @@ from ops.run_folder import RunFolder, check_writable, lock_run_folders, warn_if_
 from ops.runtime import (
     CompiledWithFallback,
     DistInfo,
-    broadcast,
     cleanup_distributed,
     explain_timeout,
-    gather_objects,
     heartbeat,
     init_distributed,
     is_timeout,
@@ -72,6 +65,14 @@ from ops.sampler import ResumableSampler, ShardSampler, loader_generator, seed_w
 from ops.run_plan import build_on_meta, training_plan
 from ops.stop_signal import StopRequest, TrainingInterrupted
 from ops.train_args import check_args, get_args_parser, resolve_args
+from ops.training_state import (
+    ResumePoint,
+    checkpoint_contents,
+    find_resume_checkpoint,
+    gather_rng_states,
+    load_tune_from,
+    restore,
+)
 from ops.transforms import eval_transform, train_transform
 from ops.validation_extras import ConfusionCounter, dataset_class_names, log_validation_pictures, train_record
 
@@ -178,66 +179,6 @@ def build_datasets(cfg: DatasetConfig, args: argparse.Namespace, model: PAN) -> 
     val = TSNDataSet(cfg.root_path, cfg.val_list, transform=val_tf, mode="val", **common)
     channels = args.num_segments * model.new_length * 3
     return SubstitutingDataset(train, args.seed, args.max_bad_in_row, channels), val
-
-
-def _is_classifier(name: str) -> bool:
-    """The class-count-sized tensors: VAP's ``pred`` (``base_model.fc.pred.*`` on ResNets,
-    ``base_model.classifier.pred.*`` on MobileNetV2) or the plain head ``new_fc.*``."""
-    return name.startswith("new_fc.") or ".pred." in name
-
-
-def load_tune_from(model: PAN, path: str) -> list[str]:
-    """Load another run's weights, leaving out classifier tensors whose shape differs.
-
-    Everything else must match (:class:`CheckpointError` lists what does not).
-    Returns the names left out.
-    """
-    state = strip_prefix(read_verified_checkpoint(path)["state_dict"])
-    own = model.state_dict()
-    skipped = [k for k, v in state.items()
-               if _is_classifier(k) and k in own and tuple(v.shape) != tuple(own[k].shape)]
-    merged = {k: (own[k] if k in skipped else v) for k, v in state.items()}
-    load_model_weights(model, merged, source=f"--tune_from {path}")
-    if skipped:
-        logger.info("--tune_from %s: classifier left out (class count differs): %s", path, ", ".join(skipped))
-    return skipped
-
-
-#: What a checkpoint of this trainer holds beyond the weights, and a run needs to continue.
-RESUME_KEYS = ("epoch", "optimizer", "scheduler", "format_version")
-
-
-def check_resume_compatible(ckpt: dict, path: str, current: dict, model: PAN, allow_change: bool) -> None:
-    """Refuse a checkpoint that cannot be continued: a released or foreign file (weights only, no
-    training state), another model, or another data/process layout unless allowed."""
-    missing = [key for key in RESUME_KEYS if key not in ckpt]
-    if missing:
-        raise CheckpointError(
-            f"--resume {path} holds no training state of this trainer (no {', '.join(missing)}): it is a "
-            f"released or foreign checkpoint. To start a run from its weights, pass it as --tune_from")
-    load_model_weights(model, ckpt["state_dict"], source=f"--resume {path}")
-    differ: list[str] = []
-    if ckpt.get("model_config"):  # every checkpoint of this trainer has one; dropout may change on resume
-        saved = ModelConfig.from_checkpoint(ckpt, source=f"--resume {path}")
-        differ = [f"{k}: checkpoint {theirs!r}, this run {ours!r}"
-                  for k, theirs, ours in model.model_config.differences(saved)]
-    if differ:
-        raise CheckpointError(f"--resume {path} was trained with another model:\n  " + "\n  ".join(differ))
-    changes = [f"{k}: checkpoint {ckpt[k]!r}, this run {v!r}"
-               for k, v in current.items() if k in ckpt and ckpt[k] != v]
-    if changes and not allow_change:
-        raise CheckpointError(
-            f"--resume {path} comes from a run with another layout:\n  " + "\n  ".join(changes)
-            + "\nResuming would change the sample order or the effective batch; pass --allow-resume-change "
-            "to resume anyway (the result then differs from an uninterrupted run)."
-        )
-    for change in changes:
-        logger.warning("--allow-resume-change: %s", change)
-
-
-def gather_rng_states(info: DistInfo) -> list[dict]:
-    """Every process's RNG states, for a checkpoint that resumes each process where it was."""
-    return gather_objects(capture_rng_state(), info)
 
 
 # ------------------------------------------------------------------ main
@@ -368,39 +309,17 @@ def _run(args: argparse.Namespace, device: torch.device, info: DistInfo, run: Ru
     layout = {"world_size": info.world_size, "batch_size": args.batch_size, "iter_size": args.iter_size,
               "list_file_sha256": list_sha}
 
-    start_epoch, start_step, best_prec1, rng_states = args.start_epoch, 0, 0.0, None
-    found = None
-    if args.resume:
-        # Rank 0 alone picks the file (it may move a corrupt one aside); the others read what it chose.
-        resolved = on_main_process(lambda: resolve_resume(args.resume, model_dir), info)
-        path = broadcast(resolved[0] if resolved else None, info)
-        if path is not None:
-            found = resolved if info.is_main else (path, read_verified_checkpoint(path))
-        else:
-            logger.info("--resume auto: no checkpoint in %s yet; starting from the beginning", model_dir)
+    point = ResumePoint(args.start_epoch)
+    found = find_resume_checkpoint(args.resume, model_dir, info) if args.resume else None
+    if args.resume and found is None:
+        logger.info("--resume auto: no checkpoint in %s yet; starting from the beginning", model_dir)
     if found:
-        path, ckpt = found
-        check_resume_compatible(ckpt, path, layout, model, args.allow_resume_change)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        best_prec1 = float(ckpt.get("best_prec1", 0.0))
-        start_epoch = int(ckpt["epoch"])
-        start_step = int(ckpt.get("step_in_epoch", 0))
-        if start_step and ckpt.get("batch_size", args.batch_size) * ckpt.get("world_size", 1) != \
-                args.batch_size * info.world_size:
-            consumed = start_step * ckpt["batch_size"] * ckpt["world_size"]
-            start_step = consumed // (args.batch_size * info.world_size)
-        if start_step >= steps_in_epoch:  # an allowed change made the epoch shorter
-            start_epoch, start_step = start_epoch + 1, 0
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        if ckpt.get("bad_samples"):
-            monitor.load_state_dict(ckpt["bad_samples"])
-        rng_states = ckpt.get("rng_state")
-        logger.info("resumed from %s: epoch %d, step %d, best top-1 %.2f", path, start_epoch, start_step,
-                    best_prec1)
+        point = restore(found[1], found[0], model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                        monitor=monitor, layout=layout, allow_change=args.allow_resume_change,
+                        steps_in_epoch=steps_in_epoch)
     elif args.tune_from:
         load_tune_from(model, args.tune_from)
+    start_epoch, start_step, best_prec1 = point.epoch, point.step_in_epoch, point.best_prec1
 
     model.to(device)
     if args.channels_last:
@@ -440,8 +359,8 @@ def _run(args: argparse.Namespace, device: torch.device, info: DistInfo, run: Ru
         metrics = validate(start_epoch)
         return {"best_prec1": best_prec1, "last": metrics}
 
-    if rng_states:
-        restore_rng_state(rng_states[info.rank % len(rng_states)])
+    if point.rng_states:
+        restore_rng_state(point.rng_states[info.rank % len(point.rng_states)])
     else:
         torch.manual_seed(args.seed + info.rank)  # dropout differs per process, reproducibly
 
@@ -450,16 +369,9 @@ def _run(args: argparse.Namespace, device: torch.device, info: DistInfo, run: Ru
     last: dict = {}
 
     def save(epoch: int, step_in_epoch: int, is_best: bool = False) -> None:
-        rng = gather_rng_states(info)
-        state = {
-            "format_version": FORMAT_VERSION, "epoch": epoch, "step_in_epoch": step_in_epoch,
-            "dataset": args.dataset, "model_config": model_without_ddp.model_config.to_dict(),
-            "state_dict": model_without_ddp.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else {},
-            "best_prec1": float(best_prec1), "args": to_plain(vars(args)), "rng_state": rng,
-            "sampler_state": {"epoch": epoch, "start": step_in_epoch * args.batch_size, "seed": args.seed},
-            "bad_samples": monitor.state_dict(), **layout,
-        }
+        state = checkpoint_contents(epoch, step_in_epoch, args=args, model=model_without_ddp, optimizer=optimizer,
+                                    scheduler=scheduler, scaler=scaler, best_prec1=best_prec1,
+                                    rng_states=gather_rng_states(info), monitor=monitor, layout=layout)
         on_main_process(lambda: save_checkpoint(state, model_dir, is_best), info)
 
     for epoch in range(start_epoch, args.epochs):

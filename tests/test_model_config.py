@@ -13,6 +13,7 @@ import torch
 
 import main
 import test_models
+from ops import training_state
 from ops.checkpoint import CheckpointError
 from ops.inference import CONFIG_FIELDS, build_model, fields_of_checkpoint, resolve_model_config
 from ops.model_config import ModelConfig
@@ -250,15 +251,15 @@ def resume_state(model: PAN, model_config: dict) -> dict:
 def test_resume_compares_the_architecture_not_the_dropout():
     model = tiny(shift_div=8)
     other_dropout = {**model.config(), "dropout": 0.8}
-    main.check_resume_compatible(resume_state(model, other_dropout), "c.pth", {}, model, allow_change=False)
-    main.check_resume_compatible(old_layout(model, optimizer={}, scheduler={}, format_version=1), "c.pth", {}, model,
+    training_state.check_resume_compatible(resume_state(model, other_dropout), "c.pth", {}, model, allow_change=False)
+    training_state.check_resume_compatible(old_layout(model, optimizer={}, scheduler={}, format_version=1), "c.pth", {}, model,
                                  allow_change=False)
     # shift_div and consensus leave the weights alone: only the configuration tells them apart.
     other = {**model.config(), "shift_div": 4, "consensus_type": "identity"}
     with pytest.raises(CheckpointError, match=r"--resume c.pth was trained with another model:\n"
                                               r"  shift_div: checkpoint 4, this run 8\n"
                                               r"  consensus_type: checkpoint 'identity', this run 'avg'$"):
-        main.check_resume_compatible(resume_state(model, other), "c.pth", {}, model, allow_change=False)
+        training_state.check_resume_compatible(resume_state(model, other), "c.pth", {}, model, allow_change=False)
 
 
 def test_adding_a_field_is_one_place():
