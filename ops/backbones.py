@@ -107,14 +107,16 @@ def first_conv(net: nn.Module) -> tuple[nn.Module, str, nn.Conv2d]:
     return stem, "0", stem[0]
 
 
-def add_temporal_shift(net: nn.Module, arch: str, n_segment: int, n_div: int, place: str, temporal_pool: bool) -> None:
+def add_temporal_shift(net: nn.Module, arch: str, n_segment: int, n_div: int, place: str, temporal_pool: bool,
+                       mode: str = "bidirectional") -> None:
     """Insert TSM into ``net`` in place (ResNets: see :func:`insert_temporal_shift`).
 
     For MobileNetV2 the shift goes in front of the first conv of every inverted
     residual block that has a skip connection (the ``blockres`` idea).
+    ``mode``: ``bidirectional`` (published) or ``online`` (one-way, :mod:`ops.temporal_shift`).
     """
     if arch.startswith("resnet"):
-        insert_temporal_shift(net, n_segment, n_div, place, temporal_pool)
+        insert_temporal_shift(net, n_segment, n_div, place, temporal_pool, mode)
         if temporal_pool:
             insert_temporal_pool(net, n_segment)
         return
@@ -122,4 +124,4 @@ def add_temporal_shift(net: nn.Module, arch: str, n_segment: int, n_div: int, pl
         raise ValueError(f"--temporal_pool is implemented for ResNets only, not {arch}")
     for block in net.features:
         if getattr(block, "use_res_connect", False):
-            block.conv[0] = TemporalShift(block.conv[0], n_segment, n_div)
+            block.conv[0] = TemporalShift(block.conv[0], n_segment, n_div, mode)

@@ -68,6 +68,9 @@ class ModelConfig:
         is_shift: temporal shifts (TSM; flag ``--shift``).
         shift_div: a ``1/shift_div`` share of channels moves each way.
         shift_place: ``"blockres"`` or ``"block"``.
+        shift_mode: ``"bidirectional"`` (the published two-way shift; checkpoints
+            without the field) or ``"online"`` (one-way, from the previous segment
+            only: a model that streams, :mod:`ops.streaming`).
         temporal_pool: halve the segments after layer1.
         data_length: frames per segment ``m`` for PA and Lite (``PA``'s ``n_length``).
         has_VAP: VAP head instead of linear + consensus (flag ``--VAP``).
@@ -109,6 +112,7 @@ class ModelConfig:
     is_shift: bool = field(default=False, metadata={"flag": "shift", "assumed": True})
     shift_div: int = 8
     shift_place: str = "blockres"
+    shift_mode: str = "bidirectional"
     temporal_pool: bool = False
     data_length: int = DEFAULT_PA_LENGTH
     has_VAP: bool = field(default=False, metadata={"flag": "VAP"})

@@ -26,6 +26,7 @@ from ops.backbones import add_temporal_shift, build_backbone, first_conv, get_ba
 from ops.modalities import DEFAULT_PA_LENGTH, Modality, get_modality
 from ops.model_config import ModelConfig
 from ops.PAN_modules import PA, VAP
+from ops.temporal_shift import check_shift_mode
 
 CONSENSUS_TYPES = ("avg", "identity")
 
@@ -54,6 +55,8 @@ class PAN(nn.Module):
         is_shift: insert temporal shifts (TSM).
         shift_div: a ``1/shift_div`` share of channels moves each way.
         shift_place: ``"blockres"`` or ``"block"``.
+        shift_mode: ``"bidirectional"`` (published) or ``"online"`` (segment ``t``
+            takes shifted channels from ``t - 1`` only; see :mod:`ops.streaming`).
         fc_lr5: give the classifier 5x (weights) / 10x (biases) learning rate.
         temporal_pool: halve the segments after layer1 (ResNets).
         data_length: frames per segment ``m`` for PA and Lite (4 in the paper).
@@ -88,6 +91,7 @@ class PAN(nn.Module):
         non_local: bool = False,
         data_length: int = DEFAULT_PA_LENGTH,
         has_VAP: bool = False,
+        shift_mode: str = "bidirectional",
     ) -> None:
         super().__init__()
         if not before_softmax:
@@ -96,13 +100,17 @@ class PAN(nn.Module):
             raise ValueError("non_local is not implemented in PAN")
         if consensus_type not in CONSENSUS_TYPES:
             raise ValueError(f"unknown consensus_type {consensus_type!r}; choose one of {', '.join(CONSENSUS_TYPES)}")
+        check_shift_mode(shift_mode)
+        if temporal_pool and shift_mode == "online":
+            raise ValueError("temporal_pool pools over the next segment too: it cannot go with shift_mode='online'")
         if temporal_pool and num_segments % 2:
             raise ValueError(f"temporal_pool needs an even number of segments, got {num_segments}")
         self.spec: Modality = get_modality(modality)
         # The one record of the configuration; the published attributes below read it.
         self.model_config = ModelConfig(
             modality=modality, base_model=base_model, num_segments=num_segments, num_class=num_class,
-            is_shift=is_shift, shift_div=shift_div, shift_place=shift_place, temporal_pool=temporal_pool,
+            is_shift=is_shift, shift_div=shift_div, shift_place=shift_place, shift_mode=shift_mode,
+            temporal_pool=temporal_pool,
             data_length=data_length, has_VAP=has_VAP, consensus_type=consensus_type, dropout=dropout,
         )
         if new_length is not None and new_length != self.new_length:
@@ -146,6 +154,7 @@ class PAN(nn.Module):
     is_shift = _config_attribute("is_shift", "Temporal shifts (TSM) inserted.")
     shift_div = _config_attribute("shift_div", "A ``1/shift_div`` share of channels shifts each way.")
     shift_place = _config_attribute("shift_place", "``blockres`` or ``block``.")
+    shift_mode = _config_attribute("shift_mode", "``bidirectional`` (published) or ``online`` (one-way).")
     temporal_pool = _config_attribute("temporal_pool", "Segments halved after layer1.")
     data_length = _config_attribute("data_length", "Frames per segment ``m`` for PA and Lite.")
     has_VAP = _config_attribute("has_VAP", "VAP head instead of linear + consensus.")
@@ -164,7 +173,8 @@ class PAN(nn.Module):
         if in_channels != 3:
             self._widen_first_conv(net, in_channels)
         if self.is_shift:
-            add_temporal_shift(net, arch, self.num_segments, self.shift_div, self.shift_place, self.temporal_pool)
+            add_temporal_shift(net, arch, self.num_segments, self.shift_div, self.shift_place, self.temporal_pool,
+                               self.shift_mode)
         head_segments = self.num_segments // 2 if self.temporal_pool else self.num_segments
         if self.has_VAP:
             head: nn.Module = VAP(head_segments, spec.feature_dim, self.num_class, self.dropout)

@@ -6,6 +6,12 @@ The direction is that of the released weights: with ``fold = C // shift_div``,
 segment ``t`` takes channels ``[0, fold)`` from segment ``t + 1`` and channels
 ``[fold, 2 fold)`` from segment ``t - 1``; zeros enter at the clip's ends.
 
+The ``online`` mode (:data:`SHIFT_MODES`) is the one-way shift for models meant
+to stream: only channels ``[fold, 2 fold)`` move, from segment ``t - 1`` (the
+same slot as the two-way shift's backward part), and channels ``[0, fold)``
+stay in place. Segment ``t`` then depends on segments ``<= t`` only, so a
+stream can run it one segment at a time (:mod:`ops.streaming`).
+
 Everything is written with ``cat``/``pad`` (no in-place slice assignment), so
 the shift traces and exports.
 """
@@ -17,15 +23,25 @@ import torch.nn.functional as F
 from torch import nn
 
 SHIFT_PLACES = ("block", "blockres")
+#: ``bidirectional``: the published two-way shift; ``online``: one-way, from the previous segment only.
+SHIFT_MODES = ("bidirectional", "online")
 
 
-def temporal_shift(x: torch.Tensor, n_segment: int, fold_div: int = 8) -> torch.Tensor:
+def check_shift_mode(mode: str) -> str:
+    """``mode`` when it is one of :data:`SHIFT_MODES`, else ``ValueError``."""
+    if mode not in SHIFT_MODES:
+        raise ValueError(f"unknown shift mode {mode!r}; choose one of {', '.join(SHIFT_MODES)}")
+    return mode
+
+
+def temporal_shift(x: torch.Tensor, n_segment: int, fold_div: int = 8, mode: str = "bidirectional") -> torch.Tensor:
     """Shift channels along time.
 
     Args:
         x: ``[N*T, C, H, W]`` with ``T = n_segment``.
         n_segment: segments per clip.
         fold_div: a ``1 / fold_div`` share of the channels moves each way.
+        mode: ``bidirectional`` (published) or ``online`` (from ``t - 1`` only).
 
     Returns:
         ``[N*T, C, H, W]``.
@@ -34,9 +50,12 @@ def temporal_shift(x: torch.Tensor, n_segment: int, fold_div: int = 8) -> torch.
     clips = x.reshape(nt // n_segment, n_segment, channels, height, width)
     fold = channels // fold_div
     # F.pad pads trailing dimensions first: (W, W, H, H, C, C, T_before, T_after).
-    from_next = F.pad(clips[:, 1:, :fold], (0, 0, 0, 0, 0, 0, 0, 1))
     from_prev = F.pad(clips[:, :-1, fold : 2 * fold], (0, 0, 0, 0, 0, 0, 1, 0))
-    shifted = torch.cat((from_next, from_prev, clips[:, :, 2 * fold :]), dim=2)
+    if mode == "online":
+        kept = clips[:, :, :fold]
+    else:
+        kept = F.pad(clips[:, 1:, :fold], (0, 0, 0, 0, 0, 0, 0, 1))  # from the next segment
+    shifted = torch.cat((kept, from_prev, clips[:, :, 2 * fold :]), dim=2)
     return shifted.reshape(nt, channels, height, width)
 
 
@@ -45,17 +64,19 @@ class TemporalShift(nn.Module):
     so that the wrapped conv's weights are named ``...conv1.net.weight``, as released).
     """
 
-    def __init__(self, net: nn.Module, n_segment: int = 8, n_div: int = 8) -> None:
+    def __init__(self, net: nn.Module, n_segment: int = 8, n_div: int = 8, mode: str = "bidirectional") -> None:
         super().__init__()
         self.net = net
         self.n_segment = n_segment
         self.fold_div = n_div
+        self.mode = check_shift_mode(mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(temporal_shift(x, self.n_segment, self.fold_div))
+        return self.net(temporal_shift(x, self.n_segment, self.fold_div, self.mode))
 
     def extra_repr(self) -> str:
-        return f"n_segment={self.n_segment}, fold_div={self.fold_div}"
+        mode = "" if self.mode == "bidirectional" else f", mode={self.mode}"
+        return f"n_segment={self.n_segment}, fold_div={self.fold_div}{mode}"
 
 
 def temporal_pool(x: torch.Tensor, n_segment: int) -> torch.Tensor:
@@ -96,6 +117,7 @@ def insert_temporal_shift(
     n_div: int = 8,
     place: str = "blockres",
     temporal_pool: bool = False,
+    mode: str = "bidirectional",
 ) -> None:
     """Insert temporal shifts into a torchvision ResNet, in place.
 
@@ -105,6 +127,7 @@ def insert_temporal_shift(
     released models. ``block`` shifts the input of every whole block.
 
     With ``temporal_pool`` the stages after layer1 see half the segments.
+    ``mode``: one of :data:`SHIFT_MODES`.
     """
     if place not in SHIFT_PLACES:
         raise ValueError(f"unknown shift place {place!r}; choose one of {', '.join(SHIFT_PLACES)}")
@@ -115,9 +138,9 @@ def insert_temporal_shift(
         for index, block in enumerate(stage):
             if place == "blockres":
                 if index % every == 0:
-                    block.conv1 = TemporalShift(block.conv1, stage_segments, n_div)
+                    block.conv1 = TemporalShift(block.conv1, stage_segments, n_div, mode)
             else:
-                stage[index] = TemporalShift(block, stage_segments, n_div)
+                stage[index] = TemporalShift(block, stage_segments, n_div, mode)
 
 
 def insert_temporal_pool(net: nn.Module, n_segment: int) -> None:

@@ -18,6 +18,7 @@ from ops.lr_schedule import LR_TYPES
 from ops.modalities import MODALITIES
 from ops.models import CONSENSUS_TYPES
 from ops.runtime import DEFAULT_DIST_TIMEOUT_MINUTES, DEVICE_CHOICES
+from ops.temporal_shift import SHIFT_MODES
 
 CHECK_DATA_CHOICES = ("quick", "full", "off")
 
@@ -70,6 +71,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="temporal shift (TSM); default: on with --base TSM, off with --base TSN (which refuses it)")
     g.add_argument("--shift_div", type=int, default=8, help="1/shift_div of the channels shift each way")
     g.add_argument("--shift_place", choices=("blockres", "block"), default="blockres", help="where shifts go")
+    g.add_argument("--shift_mode", choices=SHIFT_MODES, default="bidirectional",
+                   help="bidirectional: the published two-way shift; online: one-way, segment t takes channels "
+                   "from t-1 only, for models that stream (ops/streaming.py)")
     g.add_argument("--temporal_pool", action=on_off, default=False, help="halve the segments after layer1")
     g.add_argument("--pretrain", default="imagenet", help="backbone initialisation: imagenet (torchvision's "
                    "file in the torch cache; nothing is downloaded), a .pth path, or none (random)")
