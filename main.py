@@ -35,7 +35,6 @@ from ops.bad_samples import (
 )
 from ops.checkpoint_io import (
     RESUME_AUTO,
-    file_sha256,
     restore_rng_state,
     save_checkpoint,
     to_plain,
@@ -47,7 +46,8 @@ from ops.errors import MissingFileError, PanError, UsageError
 from ops.lr_schedule import EpochLR, build_param_groups
 from ops.model_config import ModelConfig
 from ops.models import PAN
-from ops.run_folder import RunFolder, check_writable, lock_run_folders, warn_if_low_space
+from ops.files import check_writable, file_sha256
+from ops.run_folder import RunFolder, lock_run_folders, warn_if_low_space
 from ops.runtime import (
     CompiledWithFallback,
     DistInfo,

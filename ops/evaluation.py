@@ -33,10 +33,10 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ops.checkpoint_io import atomic_write, write_text_atomic
 from ops.dataset import SampleLoadError, TSNDataSet
 from ops.dataset_config import DatasetConfig
 from ops.errors import PanError
+from ops.files import atomic_write, write_text_atomic
 from ops.inference import InferenceOptions, run_batch
 from ops.transforms import eval_transform
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -30,6 +29,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch import nn
 
+from ops.files import atomic_write
 from ops.modalities import IMAGENET_MEAN, IMAGENET_STD
 
 logger = logging.getLogger(__name__)
@@ -199,18 +199,9 @@ def render_grid(frames: Sequence[np.ndarray], groups: Sequence[tuple[str, np.nda
 
 
 def save_png_atomic(image: Image.Image, path: str) -> None:
-    """Write ``image`` as PNG to ``path`` through a temporary file, so no half-written picture is left."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``image`` as PNG to ``path`` atomically (:func:`ops.files.atomic_write`), creating its folder."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write(path, lambda f: image.save(f, format="PNG"))
 
 
 # --------------------------------------------------------------------------- Grad-CAM

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ops.checkpoint_io import atomic_write, write_text_atomic
+from ops.files import atomic_write, write_text_atomic
 from ops.pictures import require_matplotlib
 
 logger = logging.getLogger(__name__)

@@ -29,12 +29,10 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Mapping
 
-from ops.checkpoint_io import write_text_atomic
-from ops.errors import PanError
+from ops.files import OutputFolderError, write_text_atomic
 from ops.run_lock import RunLock, RunLockError
 
 logger = logging.getLogger(__name__)
@@ -43,10 +41,6 @@ BAD_SAMPLES_NAME = "bad_samples.tsv"
 STEPS_NAME = "steps.tsv"
 METRICS_NAME = "metrics.jsonl"
 ARGS_NAME = "args.json"
-
-
-class OutputFolderError(PanError, RuntimeError):
-    """An output folder cannot be created or written."""
 
 
 class RunFolderInUse(OutputFolderError):
@@ -64,24 +58,6 @@ def lock_run_folders(*folders: str) -> RunLock:
         return RunLock.acquire(folders)
     except RunLockError as err:
         raise RunFolderInUse(str(err)) from None
-
-
-def check_writable(folder: str, what: str) -> None:
-    """Create ``folder`` if needed and prove it writable with a synced probe file.
-
-    Raises :class:`OutputFolderError` naming ``what`` (the flag) and the folder.
-    """
-    try:
-        os.makedirs(folder, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe.", suffix=".tmp")
-        try:
-            os.write(fd, b"probe")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-            os.remove(probe)
-    except OSError as err:
-        raise OutputFolderError(f"{what} folder {folder} is not writable: {err}") from None
 
 
 def warn_if_low_space(folder: str, needed_bytes: int) -> None:

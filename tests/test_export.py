@@ -18,7 +18,7 @@ import torch
 
 from ops import exported as ex
 from ops.backbones import get_backbone_spec
-from ops.checkpoint_io import file_sha256
+from ops.files import file_sha256
 from ops.models import PAN
 from tests.test_eval_helpers import (
     CATEGORIES,

@@ -25,7 +25,6 @@ from ops.checkpoint_io import (
     CKPT_NAME,
     FORMAT_VERSION,
     PREV_NAME,
-    PAUSE_BEFORE_RENAME_ENV,
     CheckpointWriteError,
     atomic_save,
     read_verified_checkpoint,
@@ -33,8 +32,8 @@ from ops.checkpoint_io import (
     save_checkpoint,
     verify_checkpoint,
 )
+from ops.files import PAUSE_BEFORE_RENAME_ENV, OutputFolderError
 from ops.models import PAN
-from ops.run_folder import OutputFolderError
 from ops.train_args import get_args_parser
 from tests.test_train_support import (  # noqa: F401 (one_thread: an autouse fixture)
     REPO,

@@ -19,7 +19,8 @@ import torch
 
 import main
 from ops.checkpoint import CheckpointError
-from ops.checkpoint_io import CKPT_NAME, PAUSE_BEFORE_RENAME_ENV, atomic_save, read_verified_checkpoint
+from ops.checkpoint_io import CKPT_NAME, atomic_save, read_verified_checkpoint
+from ops.files import PAUSE_BEFORE_RENAME_ENV
 from ops.lr_schedule import EpochLR, lr_factor
 from ops.train_args import get_args_parser
 from tests.test_train_support import (  # noqa: F401 (one_thread: an autouse fixture)

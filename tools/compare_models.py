@@ -33,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ops.checkpoint_io import write_text_atomic  # noqa: E402
+from ops.files import write_text_atomic  # noqa: E402
 from ops.runtime import setup_logging  # noqa: E402
 
 logger = logging.getLogger("compare_models")

@@ -55,7 +55,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ops import sampling  # noqa: E402
 from ops.checkpoint import CheckpointError  # noqa: E402
-from ops.checkpoint_io import atomic_write, file_sha256  # noqa: E402
+from ops.files import atomic_write, file_sha256  # noqa: E402
 from ops.dataset import frame_numbers  # noqa: E402
 from ops.dataset_config import get_dataset_config, load_categories  # noqa: E402
 from ops.exported import (  # noqa: E402

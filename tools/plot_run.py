@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ops.checkpoint_io import atomic_write  # noqa: E402
+from ops.files import atomic_write  # noqa: E402
 from ops.pictures import require_matplotlib  # noqa: E402
 
 logger = logging.getLogger("plot_run")
