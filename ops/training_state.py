@@ -27,7 +27,7 @@ from ops.runtime import DistInfo, broadcast, gather_objects, on_main_process
 logger = logging.getLogger(__name__)
 
 #: What a checkpoint of this trainer holds beyond the weights, and a run needs to continue.
-RESUME_KEYS = ("epoch", "optimizer", "scheduler", "format_version")
+RESUME_KEYS = ("epoch", "optimizer", "scheduler")
 
 
 @dataclass

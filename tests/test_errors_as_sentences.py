@@ -47,7 +47,7 @@ def test_resume_given_a_released_file_says_to_use_tune_from(data, tmp_path):
     out = tmp_path / "out"
     assert main.cli(train_argv(data, out, "--resume", str(released))) == 1
     log = (out / "log" / "run" / "log.txt").read_text()
-    assert "holds no training state of this trainer (no scheduler, format_version)" in log
+    assert "holds no training state of this trainer (no scheduler)" in log
     assert "pass it as --tune_from" in log
 
 
