@@ -85,7 +85,7 @@ from ops.runtime import (
     resolve_device,
     setup_logging,
 )
-from ops.report import ModelResult, ReportInputs, class_names, write_report
+from ops.report import ModelResult, ReportInputs, class_names, display_names, write_report
 from ops.run_plan import build_on_meta
 from ops.sampling import num_test_views
 from ops.transforms import default_scale_size
@@ -421,14 +421,15 @@ def write_evaluation_report(outputs: OutputFolder, args: argparse.Namespace, cfg
             if len(names) != cfg.num_class:
                 logger.warning("%s names %d classes for %d: the report numbers the missing ones",
                                cfg.category_file, len(names), cfg.num_class)
-    label = ", ".join(os.path.basename(w) for w in weights)
-    fused_result = ModelResult("fused" if len(weights) > 1 else os.path.basename(weights[0]), metrics.as_dict(),
+    shown = display_names(weights)
+    label = ", ".join(shown)
+    fused_result = ModelResult("fused" if len(weights) > 1 else shown[0], metrics.as_dict(),
                                confusion, fused.indices, fused.scores, fused.labels)
     members = []
     if len(weights) > 1:
-        for path, run in zip(weights, runs):
+        for name, run in zip(shown, runs):
             run_metrics, run_confusion = compute_metrics(run.scores, run.labels, cfg.num_class, len(run.skipped))
-            members.append(ModelResult(os.path.basename(path), run_metrics.as_dict(), run_confusion, run.indices,
+            members.append(ModelResult(name, run_metrics.as_dict(), run_confusion, run.indices,
                                        run.scores, run.labels))
     views = args.test_crops * num_test_views(args.twice_sample, args.dense_sample, args.num_clips)
     details = {"dataset": cfg.name, "list": cfg.val_list, "weights": ", ".join(weights),

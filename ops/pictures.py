@@ -19,6 +19,7 @@ after segment (``m`` frames per segment).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Sequence
@@ -54,6 +55,7 @@ def require_matplotlib(feature: str):
     return matplotlib
 
 
+@functools.lru_cache(maxsize=8)
 def _palette(name: str) -> np.ndarray:
     """``uint8 [256, 3]``: the colours of matplotlib colour map ``name``."""
     matplotlib = require_matplotlib("the colour scale of the pictures")

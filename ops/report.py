@@ -281,6 +281,17 @@ class ReportInputs:
     root_path: str | None = None
 
 
+def display_names(paths: Sequence[str]) -> list[str]:
+    """Short, distinct names for checkpoint files: the file name, with parent folders added until unique."""
+    parts = [os.path.normpath(p).split(os.sep) for p in paths]
+    depth = 1
+    while True:
+        names = [os.sep.join(p[-depth:]) for p in parts]
+        if len(set(names)) == len(names) or depth >= max(len(p) for p in parts):
+            return names
+        depth += 1
+
+
 def _percent(value) -> str:
     return "" if value is None else f"{value:.2f}"
 
@@ -292,7 +303,7 @@ table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #ccc;paddin
 td.t,th.t{text-align:left}th{background:#f1f3f6;position:sticky;top:0}
 th.s{cursor:pointer}th.s:after{content:' \\2195';color:#999}
 .metrics td:first-child{text-align:left;font-weight:600}
-.row{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
+.row{display:flex;gap:16px;align-items:flex-start}.row figure{flex:0 1 auto;min-width:0}
 figure{margin:0}figcaption{font-size:13px;color:#555}img{max-width:100%;height:auto}
 .note{color:#666;font-size:13px}code{font-size:12px}
 """

@@ -49,7 +49,7 @@ def test_several_runs_are_overlaid_in_one_png_with_four_panels(tmp_path):
     runs = [plot_run.read_run(f) for f in folders]
     fig = plot_run.draw(runs)
     loss, top1, top5, lr = fig.axes
-    assert [ax.get_ylabel() for ax in fig.axes] == ["loss (cross-entropy)", "top-1 accuracy (%)",
+    assert [ax.get_ylabel() for ax in fig.axes] == ["loss (cross-entropy, log scale)", "top-1 accuracy (%)",
                                                    "top-5 accuracy (%)", "learning rate"]
     assert all(ax.get_xlabel() == "epoch" for ax in fig.axes)
     # loss: training (from steps.tsv) and validation of each run; top-k: training where recorded, validation.

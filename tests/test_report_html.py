@@ -19,6 +19,7 @@ from ops.report import (
     ReportInputs,
     confused_pairs,
     confusion_order,
+    display_names,
     pair_examples,
     per_class_rows,
     write_report,
@@ -70,6 +71,12 @@ def test_the_confusion_order_puts_mirror_pairs_side_by_side_and_keeps_the_top_n(
     assert abs(order.index(5) - order.index(2)) == 1 and abs(order.index(0) - order.index(7)) == 1
     assert order[:2] in ([5, 2], [2, 5])  # the most confused pair first
     assert sorted(confusion_order(confusion, top_n=4).tolist()) == [0, 2, 5, 7]
+
+
+def test_checkpoints_of_the_same_file_name_get_their_folders_to_tell_them_apart():
+    assert display_names(["runs/tsm/ckpt.best.pth.tar", "runs/pa/ckpt.best.pth.tar"]) == \
+        ["tsm/ckpt.best.pth.tar", "pa/ckpt.best.pth.tar"]
+    assert display_names(["/x/rgb.pth.tar", "/y/lite.pth.tar"]) == ["rgb.pth.tar", "lite.pth.tar"]
 
 
 def mirror_pair_evaluation(num_class: int = 174, per_class: int = 20, seed: int = 0) -> ModelResult:

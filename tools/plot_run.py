@@ -13,7 +13,8 @@ over a tenth of an epoch). The x axis counts finished epochs: the validation
 after epoch ``e`` (0-based) is drawn at ``e + 1``. A run resumed after a crash
 wrote some lines twice: the last one of an epoch or step wins.
 
-Colours tell the runs apart; solid lines are validation, dashed lines training.
+Colours tell the runs apart; solid lines are validation, dashed lines training;
+the loss is drawn on a log scale (runs from scratch can spike early).
 """
 
 from __future__ import annotations
@@ -136,6 +137,9 @@ def draw(runs: list[RunCurves], title: str | None = None):
             axes[1, 1].plot(run.epochs, run.lr, color=colour, marker="o", markersize=3, linewidth=1.4)
     for ax, _, label in panels:
         ax.set_ylabel(label)
+    # Runs from scratch can spike by orders of magnitude in the first epochs: a log scale keeps the rest legible.
+    axes[0, 0].set_yscale("log")
+    axes[0, 0].set_ylabel("loss (cross-entropy, log scale)")
     axes[1, 1].set_ylabel("learning rate")
     for ax in axes.flat:
         ax.set_xlabel("epoch")

@@ -16,8 +16,10 @@ last stage (``layer4``) by the mean gradient of a class score, per segment:
 red where the evidence for that class lies, for the predicted class or the one
 given with ``--gradcam_class``. It works for Lite, RGB and PA checkpoints
 (an RGB model is fed the first frame of each segment); the model runs on the
-frames at their own size, so the overlay lines up with the frames shown. It
-needs the checkpoint's own segment count (the default of ``--segments`` then).
+frames at their own size, so the overlay lines up with the frames shown (on
+frames of 32 pixels the last stage of a ResNet is 1x1, so the map then only
+ranks the segments; at 224 it is 7x7). It needs the checkpoint's own segment
+count (the default of ``--segments`` then).
 
     python tools/visualize_pa.py data/synthetic/videos/video_001200.mp4 --out pa.png
     python tools/visualize_pa.py data/synthetic/frames/video_001200 \\
@@ -100,9 +102,9 @@ def cam_overlays(model: torch.nn.Module, frames: list[np.ndarray], m: int, targe
     def name(c: int) -> str:
         return f"{c} ({names[c]})" if names and c < len(names) else str(c)
 
-    verdict = "predicted" if cam.target == cam.predicted else f"predicted {name(cam.predicted)}"
+    verdict = "the predicted class" if cam.target == cam.predicted else f"predicted: {name(cam.predicted)}"
     overlays = overlay_cams([frames[s * m] for s in range(segments)], cam.maps)
-    return f"Grad-CAM, class {name(cam.target)}, {verdict}", overlays
+    return f"Grad-CAM of class {name(cam.target)} ({verdict})", overlays
 
 
 def visualize(
@@ -162,6 +164,8 @@ def visualize(
     height = clip.frames[0].shape[0]
     scale = scale or max(1, -(-96 // height))
     title = f"{path}: {segments} segments of {data_length} frames; each PA map scaled to its own range"
+    if cams:  # the column is one tile wide: its full name goes into the title
+        title, cams = f"{title}; {cams[0]}", ("Grad-CAM", cams[1])
     image = render_grid(clip.frames, groups, [int(n) for n in clip.numbers], scale, title, cams)
     save_png_atomic(image, out)
     return image
