@@ -452,7 +452,7 @@ def export_step(stream: StreamingPAN, path: str, height: int, width: int, **extr
 
     Returns the metadata written with it (``extra`` added to :func:`step_metadata`).
     """
-    from ops.checkpoint_io import atomic_write
+    from ops.files import atomic_write
     from ops.exported import backend_of, require
 
     backend = backend_of(path)
