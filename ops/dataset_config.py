@@ -226,10 +226,13 @@ def load_categories(path: str) -> list[str]:
     Raises ``ValueError`` naming the file and line for blank or repeated names.
     """
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # a leading byte-order mark is not part of a name
             lines = f.read().splitlines()
     except OSError as e:
         raise DatasetConfigError(f"cannot read category file {path}: {e}") from None
+    except UnicodeDecodeError as e:
+        line = e.object[:e.start].count(b"\n") + 1
+        raise DatasetConfigError(f"{path}:{line}: category file is not UTF-8 (byte {e.start}: {e.reason})") from None
     # A trailing empty line is a file-ending convention, not a class.
     while lines and not lines[-1].strip():
         lines.pop()

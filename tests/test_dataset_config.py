@@ -123,3 +123,16 @@ def test_load_categories(tmp_path):
     with pytest.raises(ValueError) as e:
         load_categories(str(p))
     assert f"{p}:2" in str(e.value) and f"{p}:4" in str(e.value)
+
+
+def test_a_category_file_with_a_byte_order_mark_gives_the_names_without_it(tmp_path):
+    path = tmp_path / "category.txt"
+    path.write_bytes("\ufeffpushing\npulling\n".encode("utf-8"))
+    assert load_categories(str(path)) == ["pushing", "pulling"]
+
+
+def test_a_category_file_that_is_not_utf8_is_named_with_its_line(tmp_path):
+    path = tmp_path / "category.txt"
+    path.write_bytes("pushing\n".encode() + "caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=rf"{path}:2: category file is not UTF-8"):
+        load_categories(str(path))
