@@ -105,3 +105,15 @@ def test_variants_start_from_equal_weights_and_take_the_same_first_step():
     assert abs(losses[0] - losses[1]) < 1e-4
     for a, b in zip(plain.model.parameters(), nhwc.model.parameters()):
         assert torch.allclose(a, b, rtol=1e-3, atol=1e-4)  # layouts round differently, not more
+
+
+def test_the_benchmark_leaves_the_callers_logging_as_it_was(monkeypatch):
+    """Run in-process, it quiets the project's loggers only while it runs (they log a run's story later)."""
+    import logging
+
+    import tools.bench_train as bench
+
+    monkeypatch.setattr(bench, "_run", lambda args: {})
+    before = logging.getLogger("ops").level
+    bench.main(bench.get_args_parser().parse_args([]))
+    assert logging.getLogger("ops").level == before
