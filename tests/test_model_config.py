@@ -32,6 +32,13 @@ OLD_CONFIG_FIELDS = ("modality", "base_model", "num_segments", "num_class", "is_
 OLD_DEFAULTS = {"is_shift": True, "shift_div": 8, "shift_place": "blockres", "temporal_pool": False,
                 "data_length": 4, "consensus_type": "avg", "has_VAP": False}
 RELEASED_NAME = "PAN_Lite_something_resnet18_shift8_blockres_avg_segment4_e80.pth.tar"
+#: Fields added to ModelConfig since (placed after shift_place), with the value a checkpoint without them means.
+ADDED = {"shift_mode": "bidirectional"}
+
+
+def with_added(fields: tuple[str, ...]) -> tuple[str, ...]:
+    at = fields.index("shift_place") + 1
+    return fields[:at] + tuple(ADDED) + fields[at:]
 
 
 def tiny(modality: str = "Lite", **changes) -> PAN:
@@ -56,9 +63,9 @@ def old_layout(model: PAN, **extra) -> dict:
 
 
 def test_fields_are_the_old_lists_and_the_pan_keywords_with_their_defaults():
-    assert set(ModelConfig.field_names()) == OLD_CONFIG_KEYS
-    assert ModelConfig.architecture_fields() == OLD_CONFIG_FIELDS == CONFIG_FIELDS
-    assert ModelConfig.assumed_values() == OLD_DEFAULTS
+    assert set(ModelConfig.field_names()) == OLD_CONFIG_KEYS | set(ADDED)
+    assert ModelConfig.architecture_fields() == with_added(OLD_CONFIG_FIELDS) == CONFIG_FIELDS
+    assert ModelConfig.assumed_values() == {**OLD_DEFAULTS, **ADDED}
     assert ModelConfig.required_fields() == ("modality", "base_model", "num_segments", "num_class")
     # Every field is a PAN keyword with the same default (PAN's backbone default, resnet50, is the
     # published signature's; a configuration always names its backbone).
@@ -79,7 +86,8 @@ def test_pan_keeps_the_published_attributes_and_config_dict():
     assert tiny("RGB").new_length == 1
     assert model.config() == {"num_class": 3, "num_segments": 4, "modality": "PA", "base_model": "resnet18",
                               "consensus_type": "identity", "dropout": 0.5, "is_shift": True, "shift_div": 4,
-                              "shift_place": "block", "temporal_pool": False, "data_length": 5, "has_VAP": True}
+                              "shift_place": "block", "temporal_pool": False, "data_length": 5, "has_VAP": True,
+                              **ADDED}
     assert model.config() == model.model_config.to_dict()
     with pytest.raises(AttributeError):
         model.num_segments = 8  # the configuration is fixed once the layers are built
@@ -180,8 +188,8 @@ def test_old_and_new_layout_state_the_same_configuration():
     new = {"model_config": model.model_config.to_dict(), "state_dict": model.state_dict()}
     old = old_layout(model)
     assert ModelConfig.from_checkpoint(old) == ModelConfig.from_checkpoint(new) == model.model_config
-    assert fields_of_checkpoint(old) == fields_of_checkpoint(new)
-    assert resolve_model_config(old, "a.pth.tar") == resolve_model_config(new, "a.pth.tar")
+    assert {**fields_of_checkpoint(old), **ADDED} == fields_of_checkpoint(new)  # old files: the added fields' meaning
+    assert resolve_model_config(old, "a.pth.tar").config == resolve_model_config(new, "a.pth.tar").config
     # Older files with only the top-level fields: those are read (arch is the backbone).
     bare = {"arch": "resnet18", "modality": "Lite", "num_segments": 4, "state_dict": {}}
     assert fields_of_checkpoint(bare) == {"modality": "Lite", "base_model": "resnet18", "num_segments": 4}
@@ -193,11 +201,12 @@ def test_resolution_gives_what_it_gave():
     """Values, sources and key order for each kind of file, as before ModelConfig."""
     model = tiny()
     ours = resolve_model_config(old_layout(model), "ckpt.best.pth.tar", {"num_segments": None})
-    assert list(ours.config) == list(OLD_CONFIG_FIELDS)
+    assert list(ours.config) == list(with_added(OLD_CONFIG_FIELDS))
     assert ours.config == {"modality": "Lite", "base_model": "resnet18", "num_segments": 4, "num_class": 3,
                            "is_shift": True, "shift_div": 8, "shift_place": "blockres", "temporal_pool": False,
-                           "data_length": 4, "has_VAP": True, "consensus_type": "avg"}
-    assert set(ours.sources.values()) == {"checkpoint"}
+                           "data_length": 4, "has_VAP": True, "consensus_type": "avg", **ADDED}
+    assert set(ours.sources.values()) == {"checkpoint", "default"}  # the added field: an old file's meaning
+    assert [k for k, v in ours.sources.items() if v == "default"] == list(ADDED)
 
     released = {"epoch": 80, "arch": "resnet18",
                 "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}
@@ -206,13 +215,13 @@ def test_resolution_gives_what_it_gave():
     assert resolved.sources == {"shift_div": "flag", "base_model": "checkpoint", "modality": "file name",
                                 "num_segments": "file name", "is_shift": "file name", "consensus_type": "file name",
                                 "shift_place": "file name", "num_class": "keys", "data_length": "keys",
-                                "has_VAP": "keys", "temporal_pool": "keys"}
+                                "has_VAP": "keys", "temporal_pool": "keys", "shift_mode": "default"}
 
     # A dry run of a file that is not there: the name and the released defaults (VAP off: no keys say it).
     dry = resolve_model_config({"state_dict": {}}, "pretrained/PAN_RGB_kinetics_resnet50_avg_segment8_e80.pth.tar")
     assert dry.config == {"modality": "RGB", "base_model": "resnet50", "num_segments": 8, "is_shift": False,
                           "shift_div": 8, "shift_place": "blockres", "temporal_pool": False, "data_length": 4,
-                          "has_VAP": False, "consensus_type": "avg"}
+                          "has_VAP": False, "consensus_type": "avg", **ADDED}
     assert dry.sources["has_VAP"] == dry.sources["data_length"] == "default"
 
 
