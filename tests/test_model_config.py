@@ -272,23 +272,23 @@ def test_resume_compares_the_architecture_not_the_dropout():
 
 
 def test_adding_a_field_is_one_place():
-    """A field added to the dataclass (as --shift_mode will be) reaches every derived place by itself."""
+    """A field added to the dataclass (as shift_mode was) reaches every derived place by itself."""
 
     @dataclasses.dataclass(frozen=True)
-    class WithShiftMode(ModelConfig):
-        shift_mode: str = "bidirectional"
+    class WithNewField(ModelConfig):
+        segment_stride: int = 1  # hypothetical: not a flag of either command line
 
     args = published_args()
-    args.shift_mode = "left"
-    config = WithShiftMode.from_args(args, 5)
-    assert config.shift_mode == "left" and config.to_dict()["shift_mode"] == "left"
-    assert "shift_mode" in WithShiftMode.architecture_fields()
-    assert WithShiftMode.assumed_values()["shift_mode"] == "bidirectional"
-    old = {k: v for k, v in config.to_dict().items() if k != "shift_mode"}
-    assert WithShiftMode.from_dict(old).shift_mode == "bidirectional"  # a checkpoint from before the field
-    assert [d[0] for d in config.differences(WithShiftMode.from_dict(old))] == ["shift_mode"]
+    args.segment_stride = 2
+    config = WithNewField.from_args(args, 5)
+    assert config.segment_stride == 2 and config.to_dict()["segment_stride"] == 2
+    assert "segment_stride" in WithNewField.architecture_fields()
+    assert WithNewField.assumed_values()["segment_stride"] == 1
+    old = {k: v for k, v in config.to_dict().items() if k != "segment_stride"}
+    assert WithNewField.from_dict(old).segment_stride == 1  # a checkpoint from before the field
+    assert [d[0] for d in config.differences(WithNewField.from_dict(old))] == ["segment_stride"]
     eval_args = test_models.get_args_parser().parse_args(["something", "--weights", "w.pth"])
-    assert WithShiftMode.overrides_from_args(eval_args)["shift_mode"] is None  # no such flag: not overridden
+    assert WithNewField.overrides_from_args(eval_args)["segment_stride"] is None  # no such flag: not overridden
 
 
 # ------------------------------------------------------------------ end to end, old layout
