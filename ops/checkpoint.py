@@ -166,12 +166,14 @@ def describe_state_dict(state_dict: dict[str, torch.Tensor]) -> dict:
     elif keys:
         info["modality"] = "RGB"
 
-    info["has_VAP"] = "base_model.fc.pred.weight" in sd
-    classifier = sd.get("base_model.fc.pred.weight", sd.get("new_fc.weight"))
+    # VAP replaces the backbone's classifier: ``fc`` on ResNets, ``classifier`` on MobileNetV2.
+    head = next((f"base_model.{attr}" for attr in ("fc", "classifier") if f"base_model.{attr}.pred.weight" in sd), None)
+    info["has_VAP"] = head is not None
+    classifier = sd.get(f"{head}.pred.weight") if head else sd.get("new_fc.weight")
     if classifier is not None:
         info["num_class"] = int(classifier.shape[0])
-    if "base_model.fc.TES.0.weight" in sd:
-        scales = int(sd["base_model.fc.TES.0.weight"].shape[1])  # 2**levels - 1
+    if head and f"{head}.TES.0.weight" in sd:
+        scales = int(sd[f"{head}.TES.0.weight"].shape[1])  # 2**levels - 1
         info["num_segments"] = scales + 1
 
     info["is_shift"] = any(".net." in k and "PA." not in k for k in keys)

@@ -116,3 +116,20 @@ def test_describe_state_dict_tells_lite_from_pa_on_mobilenet_v2():
     assert describe_state_dict(lite.state_dict())["modality"] == "Lite"
     assert describe_state_dict(pa.state_dict())["modality"] == "PA"
     assert describe_state_dict(lite.state_dict())["arch"] == "mobilenet_v2"
+
+
+@pytest.mark.parametrize("segments", [4, 8])
+def test_mobilenet_v2_with_vap_is_told_from_its_keys_and_loads(tmp_path, segments):
+    """MobileNetV2 keeps VAP where its classifier was (``base_model.classifier``), not under ``fc``."""
+    from ops.checkpoint import describe_state_dict
+    from ops.inference import load_checkpoint_model
+
+    model = PAN(5, segments, "Lite", base_model="mobilenet_v2", pretrain=None, is_shift=True, has_VAP=True)
+    info = describe_state_dict(model.state_dict())
+    assert (info["arch"], info["has_VAP"], info["num_class"], info["num_segments"]) == ("mobilenet_v2", True, 5,
+                                                                                        segments)
+    path = tmp_path / "mobilenet.pth.tar"
+    torch.save({"model_config": model.model_config.to_dict(), "state_dict": model.state_dict()}, path)
+    loaded, resolved, _ = load_checkpoint_model(str(path), 5)
+    assert resolved.config["has_VAP"] is True and resolved.config["num_segments"] == segments
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
