@@ -114,6 +114,8 @@ STOP_ONE_RANK = """
 import os, signal, sys
 sys.path.insert(0, {repo!r})
 import main
+with open({pids!r} + os.environ["RANK"], "w") as f:  # torchrun gives each worker its own session
+    f.write(str(os.getpid()))
 if os.environ["RANK"] == "1":  # rank 1 is stopped (SIGSTOP) once the step-2 checkpoint exists
     real_on_main = main.on_main_process
     def on_main_process(fn, info):
@@ -131,7 +133,8 @@ def test_a_stopped_peer_is_named_when_the_collective_timeout_expires(tmp_path):
     data = make_tiny_dataset(tmp_path / "data", n_train=16, n_val=2)
     out = tmp_path / "run"
     script = tmp_path / "stop_one_rank.py"
-    script.write_text(STOP_ONE_RANK.format(repo=str(REPO), ckpt=str(out / "ckpt" / "run" / CKPT_NAME)))
+    pids = str(tmp_path / "pid_of_rank_")
+    script.write_text(STOP_ONE_RANK.format(repo=str(REPO), ckpt=str(out / "ckpt" / "run" / CKPT_NAME), pids=pids))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
            str(script), *train_argv(data, out, "--epochs", "1", "--save-every", "2", "-b", "2",
                                     "--dist-timeout", "0.1")]
@@ -146,7 +149,12 @@ def test_a_stopped_peer_is_named_when_the_collective_timeout_expires(tmp_path):
             assert time.monotonic() < deadline, "no time-out was reported"
             time.sleep(0.2)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # rank 1 is still stopped
+        for rank in (0, 1):  # the workers first: rank 1 is still stopped, and neither is in torchrun's group
+            try:
+                os.kill(int(open(pids + str(rank)).read()), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     text = log.read_text()
     assert "process 0 waited more than --dist-timeout 0.1 min" in text
