@@ -3,7 +3,7 @@
 Format (plain types and tensors only, so ``torch.load(weights_only=True)``
 reads it; see docs/TRAINING.md for every field)::
 
-    {"epoch", "step_in_epoch", "arch", "modality", "num_segments", "model_config",
+    {"epoch", "step_in_epoch", "dataset", "model_config",
      "state_dict", "optimizer", "scheduler", "scaler", "best_prec1", "args",
      "rng_state", "sampler_state", "bad_samples", "world_size", "batch_size",
      "list_file_sha256", "format_version", "content_sha256"}
