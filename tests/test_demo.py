@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from ops.models import PAN
+from ops.inference import load_checkpoint_model
 from tests.helpers import REPO
 from tools import demo
 from tools.make_synthetic import CLASS_NAMES, render_video, video_rng, write_mp4
@@ -93,7 +94,7 @@ def test_prints_top5_names_probabilities_and_stage_times(clip, capsys, kind):
 
 
 def test_classify_samples_every_segment_and_averages_views(clip):
-    model, _, _ = demo.load_checkpoint_model(str(clip["weights"]))
+    model, _, _ = load_checkpoint_model(str(clip["weights"]))
     options = demo.InferenceOptions()
     device = torch.device("cpu")
     one = demo.classify(model, str(clip["frames"]), CLASS_NAMES, device, options, SIZE, SIZE)
@@ -221,3 +222,25 @@ def test_frame_count_of_a_folder_stops_at_the_first_gap(tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "img_00005.jpg")
     with pytest.raises(demo.DemoError, match="img_00004.jpg is missing"):
         demo.count_folder_frames(str(tmp_path), "img_{:05d}.jpg")
+
+
+def test_an_exported_model_gives_the_checkpoints_classes_with_its_own_class_names(clip, capsys, tmp_path):
+    from tools import export
+
+    exported = tmp_path / "lite.pt2"
+    argv = ["--weights", str(clip["weights"]), "--categories", str(clip["categories"]), "--input_size", str(SIZE),
+            "--output", str(tmp_path / "lite"), "--no-parity"]
+    assert export.main(export.get_args_parser().parse_args(argv)) == 0 and exported.exists()
+    capsys.readouterr()
+    _, from_checkpoint = run_demo(capsys, clip["frames"], "--weights", clip["weights"], "--categories",
+                                  clip["categories"])
+    status, from_export = run_demo(capsys, clip["frames"], "--weights", exported)  # class names from the file
+    assert status == 0 and "exported" in from_export
+
+    def top5(out: str) -> list[str]:
+        lines = out.splitlines()
+        return [line.rsplit(None, 1)[0] for line in lines[lines.index("top-5:") + 1:][:5]]
+
+    assert top5(from_export) == top5(from_checkpoint)
+    status, _ = run_demo(capsys, clip["frames"], "--weights", exported, "--fuse_bn")
+    assert status == 2

@@ -36,16 +36,15 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ops import sampling  # noqa: E402
-from ops.checkpoint import CheckpointError  # noqa: E402
 from ops.dataset import SampleLoadError, frame_numbers  # noqa: E402
 from ops.dataset_config import get_dataset_config, load_categories  # noqa: E402
 from ops.errors import PanError  # noqa: E402
 from ops.frame_sources import FolderSource, FrameSource, FrameSourceError, open_source  # noqa: E402
-from ops.inference import InferenceOptions, load_checkpoint_model, prepare_model, run_batch  # noqa: E402
+from ops.exported import is_exported, load_evaluation_model  # noqa: E402
+from ops.inference import InferenceOptions, prepare_model, run_batch  # noqa: E402
 from ops.models import PAN  # noqa: E402
 from ops.runtime import DEVICE_CHOICES, resolve_device, setup_logging  # noqa: E402
 from ops.transforms import default_scale_size, eval_transform  # noqa: E402
-from ops.video_reader import VideoReadError  # noqa: E402
 
 logger = logging.getLogger("demo")
 
@@ -339,11 +338,18 @@ def main(args: argparse.Namespace) -> int:
     try:
         if args.repeat < 1 or args.num_clips < 1 or args.top < 1:
             raise DemoError("--repeat, --num_clips and --top must be >= 1")
+        exported = is_exported(args.weights)
+        if exported and (args.amp or args.channels_last or args.fuse_bn or args.compile):
+            raise DemoError(f"{args.weights} is an exported model and runs as it was exported: drop --amp, "
+                            "--channels_last, --fuse_bn and --compile (they apply to checkpoints)")
         start = time.perf_counter()
-        model, resolved, checkpoint = load_checkpoint_model(args.weights)
+        model, resolved, checkpoint = load_evaluation_model(args.weights, None)
         t_load = time.perf_counter() - start
-        category_file = category_file_for(checkpoint, args.categories, args.dataset, args.root_path)
-        class_names = load_categories(category_file)
+        if exported and model.class_names and not (args.categories or args.dataset):
+            category_file, class_names = f"{args.weights} (its class names)", list(model.class_names)
+        else:
+            category_file = category_file_for(checkpoint, args.categories, args.dataset, args.root_path)
+            class_names = load_categories(category_file)
         check_categories(model, class_names, args.weights, category_file)
         crop, scale, size_source = input_size_of(checkpoint, args.input_size, args.scale_size)
         image_tmpl = args.image_tmpl or _dataset_image_tmpl(checkpoint, args.dataset)
@@ -353,14 +359,14 @@ def main(args: argparse.Namespace) -> int:
         result = classify(prepared, args.input, class_names, device, options, crop, scale,
                           args.test_crops, args.num_clips, image_tmpl, min(args.top, len(class_names)),
                           args.repeat)
-    except (DemoError, CheckpointError, FileNotFoundError, SampleLoadError, VideoReadError, ValueError) as e:
+    except PanError as e:  # the input's fault: one sentence; anything else is a bug and keeps its traceback
         logger.error("%s", e)
         return 2
     cfg = resolved.config
     print(f"input: {args.input} ({result.num_frames} frames; {model.num_segments} segments x "
           f"{model.new_length} frames, {result.views} view(s) of {crop}x{crop}, crop from {size_source})")
     print(f"model: PAN {cfg['modality']} {cfg['base_model']}, {model.num_class} classes ({category_file}); "
-          f"{device}, {options.describe()}; checkpoint read in {1000 * t_load:.0f} ms")
+          f"{device}, {'exported' if exported else options.describe()}; weights read in {1000 * t_load:.0f} ms")
     print(format_result(result))
     return 0
 
