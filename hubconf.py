@@ -48,7 +48,7 @@ def pan(modality: str | None = None, num_class: int | None = None, pretrained: s
     Raises:
         ValueError: ``pretrained`` is not a local file path (a URL, ``True``), or a keyword
             that does not describe the architecture comes with it.
-        ops.checkpoint.CheckpointError: the checkpoint is unreadable, unsafe, or does not fit.
+        ops.weights.CheckpointError: the checkpoint is unreadable, unsafe, or does not fit.
         FileNotFoundError: no such checkpoint.
     """
     if pretrained is None:

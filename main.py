@@ -33,7 +33,7 @@ from ops.bad_samples import (
     SubstitutingDataset,
     collate_with_reports,
 )
-from ops.checkpoint_io import (
+from ops.checkpoint_files import (
     RESUME_AUTO,
     restore_rng_state,
     save_checkpoint,
@@ -43,11 +43,12 @@ from ops.dataset import Problem, TSNDataSet, check_lists
 from ops.dataset_config import DatasetConfig, get_dataset_config
 from ops.engine import StepSettings, evaluate, train_one_epoch
 from ops.errors import MissingFileError, PanError, UsageError
+from ops.files import check_writable, file_sha256
 from ops.lr_schedule import EpochLR, build_param_groups
 from ops.model_config import ModelConfig
 from ops.models import PAN
-from ops.files import check_writable, file_sha256
 from ops.run_folder import RunFolder, lock_run_folders, warn_if_low_space
+from ops.run_plan import build_on_meta, training_plan
 from ops.runtime import (
     CompiledWithFallback,
     DistInfo,
@@ -61,8 +62,7 @@ from ops.runtime import (
     resolve_device,
     setup_logging,
 )
-from ops.sampler import ResumableSampler, ShardSampler, loader_generator, seed_worker
-from ops.run_plan import build_on_meta, training_plan
+from ops.samplers import ResumableSampler, ShardSampler, loader_generator, seed_worker
 from ops.stop_signal import StopRequest, TrainingInterrupted
 from ops.train_args import check_args, get_args_parser, resolve_args
 from ops.training_state import (

@@ -48,8 +48,8 @@ from ops.evaluation import (
     CROP_FUSION_TYPES,
     EvalSetup,
     IndexedClips,
-    Predictions,
     OutputFolder,
+    Predictions,
     build_dataset,
     check_output_file,
     collate_clips,
@@ -63,6 +63,8 @@ from ops.evaluation import (
     write_submission,
     write_text_atomic,
 )
+from ops.exported import load_evaluation_model
+from ops.frame_sampling import num_test_views
 from ops.inference import (
     InferenceOptions,
     load_checkpoint_model,
@@ -71,8 +73,9 @@ from ops.inference import (
     resolve_model_config,
 )
 from ops.inference import build_model as build_config_model
-from ops.exported import load_evaluation_model
 from ops.model_config import ModelConfig
+from ops.report import ModelResult, ReportInputs, class_names, display_names, write_report
+from ops.run_plan import build_on_meta
 from ops.runtime import (
     AMP_DTYPES,
     DEFAULT_DIST_TIMEOUT_MINUTES,
@@ -85,9 +88,6 @@ from ops.runtime import (
     resolve_device,
     setup_logging,
 )
-from ops.report import ModelResult, ReportInputs, class_names, display_names, write_report
-from ops.run_plan import build_on_meta
-from ops.sampling import num_test_views
 from ops.transforms import default_scale_size
 
 logger = logging.getLogger("test_models")

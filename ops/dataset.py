@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ops import sampling
+from ops import frame_sampling
 from ops.errors import PanError
 from ops.frame_sources import (
     FrameSource,
@@ -249,7 +249,7 @@ class TSNDataSet(Dataset):
                 raise ValueError(
                     f"LMDB store {lmdb_path} was built with image_tmpl {store_tmpl!r}, dataset uses {image_tmpl!r}"
                 )
-        self.num_views = sampling.num_test_views(twice_sample, dense_sample, num_clips) if mode == "test" else 1
+        self.num_views = frame_sampling.num_test_views(twice_sample, dense_sample, num_clips) if mode == "test" else 1
         self.records = parse_list_file(list_file, num_class)
 
     def __len__(self) -> int:
@@ -263,14 +263,14 @@ class TSNDataSet(Dataset):
         """0-based segment starts of ``record`` for this dataset's mode (all views concatenated)."""
         args = (record.num_frames, self.num_segments, self.new_length, rng)
         if self.mode == "test":
-            return sampling.test_offsets(*args, twice_sample=self.twice_sample,
+            return frame_sampling.test_offsets(*args, twice_sample=self.twice_sample,
                                          dense_sample=self.dense_sample, num_clips=self.num_clips)
         if self.dense_sample:
             # As published, validation with dense sampling also draws the window start.
-            return sampling.dense_train_offsets(*args)
+            return frame_sampling.dense_train_offsets(*args)
         if self.mode == "train":
-            return sampling.train_offsets(*args)
-        return sampling.val_offsets(*args)
+            return frame_sampling.train_offsets(*args)
+        return frame_sampling.val_offsets(*args)
 
     def _full_path(self, record: VideoRecord) -> str:
         return os.path.join(self.root_path, record.path)

@@ -241,7 +241,7 @@ def evaluate(
     process's share; e.g. :class:`ops.validation_extras.ConfusionCounter`).
 
     ``loader`` must give each process a disjoint share of the videos without
-    padding (:class:`ops.sampler.ShardSampler`); the sums are all-reduced, so
+    padding (:class:`ops.samplers.ShardSampler`); the sums are all-reduced, so
     ``count`` equals the list's length and each video counts once. A sample
     that fails to load stops validation with its file named (no substitution).
 

@@ -1,7 +1,7 @@
 """Files written safely: atomic replacement, writability probes, temporary-file hygiene, hashes.
 
 The one home of the project's file-level rules, used for checkpoints
-(:mod:`ops.checkpoint_io`), run folders, evaluation outputs, pictures and the
+(:mod:`ops.checkpoint_files`), run folders, evaluation outputs, pictures and the
 tools:
 
 * :func:`atomic_write` replaces a file through a temporary sibling that is

@@ -9,7 +9,7 @@ Two concerns shared by ``test_models.py`` and the tools:
   from the published file-name convention
   (``PAN_Lite_something_resnet50_shift8_blockres_avg_segment8_e80.pth.tar``).
   Either way the parameter names and shapes are read as a cross-check
-  (:func:`ops.checkpoint.describe_state_dict`), and a command-line override
+  (:func:`ops.weights.describe_state_dict`), and a command-line override
   wins over everything. :func:`resolve_model_config` says where each value
   came from.
 
@@ -31,14 +31,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ops.checkpoint import (
+from ops.model_config import ModelConfig
+from ops.models import PAN
+from ops.runtime import CompiledWithFallback, autocast
+from ops.weights import (
     CheckpointError,
     load_model_weights,
     read_checkpoint,
 )
-from ops.model_config import ModelConfig
-from ops.models import PAN
-from ops.runtime import CompiledWithFallback, autocast
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def load_checkpoint_model(
 
     Raises:
         CheckpointError: unreadable, unsafe (pickle payload), corrupt (bad
-            sha256, when ``ops.checkpoint_io`` provides the check) or not
+            sha256, when ``ops.checkpoint_files`` provides the check) or not
             fitting the model; the message lists the differing keys.
     """
     if checkpoint is None:
@@ -160,19 +160,19 @@ def load_checkpoint_model(
 
 def read_checked_checkpoint(path: str) -> dict:
     """Read ``path`` with ``weights_only=True`` and, when the saving side
-    (``ops.checkpoint_io``) provides it, check its sha256.
+    (``ops.checkpoint_files``) provides it, check its sha256.
 
-    Released files carry no hash; ``ops.checkpoint_io`` lets them pass with a
+    Released files carry no hash; ``ops.checkpoint_files`` lets them pass with a
     logged note.
 
     Raises:
         CheckpointError: unreadable, unsafe, truncated, or its content does not match its hash.
     """
     try:
-        from ops.checkpoint_io import read_verified_checkpoint
+        from ops.checkpoint_files import read_verified_checkpoint
     except ImportError:
         try:
-            from ops.checkpoint_io import verify_checkpoint
+            from ops.checkpoint_files import verify_checkpoint
         except ImportError:
             return read_checkpoint(path)
         verify_checkpoint(path)

@@ -28,7 +28,7 @@ each translated here once:
 * command-line flags: ``--arch``, ``--shift``, ``--VAP`` (a field's ``flag`` metadata);
 * the released checkpoints' (and our older checkpoints') top-level ``arch``,
   the released file names and the names read off parameter keys
-  (:func:`ops.checkpoint.parse_released_name`, :func:`ops.checkpoint.describe_state_dict`)
+  (:func:`ops.weights.parse_released_name`, :func:`ops.weights.describe_state_dict`)
   call the backbone ``arch`` (:data:`EDGE_NAMES`);
 * ``PA(n_length=m)`` is the PA module's own published keyword for ``data_length``;
   ``PAN.new_length`` is not a setting but the frames read per segment that
@@ -45,8 +45,8 @@ from typing import Any
 
 import torch
 
-from ops.checkpoint import CheckpointError, describe_state_dict, parse_released_name
 from ops.modalities import DEFAULT_PA_LENGTH
+from ops.weights import CheckpointError, describe_state_dict, parse_released_name
 
 #: Other names of fields, as the edges spell them (released file names and checkpoints, parameter keys).
 EDGE_NAMES = {"arch": "base_model"}
@@ -294,7 +294,7 @@ class ModelConfig:
 
     @classmethod
     def fields_of_keys(cls, state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-        """What the parameter names and shapes imply (:func:`ops.checkpoint.describe_state_dict`);
+        """What the parameter names and shapes imply (:func:`ops.weights.describe_state_dict`);
         empty for an empty ``state_dict`` (a dry run reads no file)."""
         if not state_dict:
             return {}

@@ -14,7 +14,7 @@
   ``val/confusion_matrix`` picture and ``val/pa_maps/<n>`` of a few clips, see
   :func:`ops.pictures.validation_pa_picture` and :mod:`ops.report`).
 
-``<root_model>/<store_name>/`` holds the checkpoints (:mod:`ops.checkpoint_io`).
+``<root_model>/<store_name>/`` holds the checkpoints (:mod:`ops.checkpoint_files`).
 Only the main process writes; both folders are checked for writability before
 any data is read, so a typo in ``--root_model`` fails in seconds, not after
 the first epoch. Both are then owned by the run until it ends

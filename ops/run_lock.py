@@ -14,7 +14,7 @@ from another host cannot be checked from here; the message says so and how to
 remove it by hand.
 
 :func:`writer_tag` and :func:`writer_status` use the same identity for the
-temporary files of checkpoint writes (:mod:`ops.checkpoint_io`), so that only
+temporary files of checkpoint writes (:mod:`ops.checkpoint_files`), so that only
 files of dead writers are ever cleaned up.
 """
 

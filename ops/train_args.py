@@ -11,7 +11,7 @@ import argparse
 import os
 
 from ops.backbones import BACKBONES
-from ops.checkpoint_io import RESUME_AUTO
+from ops.checkpoint_files import RESUME_AUTO
 from ops.cli import HelpFormatter, add_aliases
 from ops.errors import UsageError  # noqa: F401 (the entry points import it from here too)
 from ops.lr_schedule import LR_TYPES

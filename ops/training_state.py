@@ -1,7 +1,7 @@
 """The training state: what a checkpoint holds besides the weights, and how a run continues from it.
 
 ``main.py`` saves :func:`checkpoint_contents` (atomically, through
-``ops.checkpoint_io.save_checkpoint``), finds the file to continue from with
+``ops.checkpoint_files.save_checkpoint``), finds the file to continue from with
 :func:`find_resume_checkpoint` and restores optimizer, scheduler, scaler,
 bad-data counters, position and RNG states with :func:`restore`, or starts from
 another run's weights with :func:`load_tune_from` (timm's
@@ -17,12 +17,12 @@ from dataclasses import dataclass
 import torch
 
 from ops.bad_samples import BadSampleMonitor
-from ops.checkpoint import CheckpointError, load_model_weights, strip_prefix
-from ops.checkpoint_io import FORMAT_VERSION, capture_rng_state, read_verified_checkpoint, resolve_resume, to_plain
+from ops.checkpoint_files import FORMAT_VERSION, capture_rng_state, read_verified_checkpoint, resolve_resume, to_plain
 from ops.lr_schedule import EpochLR
 from ops.model_config import ModelConfig
 from ops.models import PAN
 from ops.runtime import DistInfo, broadcast, gather_objects, on_main_process
+from ops.weights import CheckpointError, load_model_weights, strip_prefix
 
 logger = logging.getLogger(__name__)
 

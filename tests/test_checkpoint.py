@@ -3,15 +3,14 @@
 import pytest
 import torch
 
-from ops.checkpoint import (
+from ops.models import PAN
+from ops.weights import (
     CheckpointError,
     describe_state_dict,
     load_model_weights,
     parse_released_name,
     read_checkpoint,
 )
-from ops.models import PAN
-
 from tests.helpers import released_model_kwargs
 
 
@@ -121,8 +120,8 @@ def test_describe_state_dict_tells_lite_from_pa_on_mobilenet_v2():
 @pytest.mark.parametrize("segments", [4, 8])
 def test_mobilenet_v2_with_vap_is_told_from_its_keys_and_loads(tmp_path, segments):
     """MobileNetV2 keeps VAP where its classifier was (``base_model.classifier``), not under ``fc``."""
-    from ops.checkpoint import describe_state_dict
     from ops.inference import load_checkpoint_model
+    from ops.weights import describe_state_dict
 
     model = PAN(5, segments, "Lite", base_model="mobilenet_v2", pretrain=None, is_shift=True, has_VAP=True)
     info = describe_state_dict(model.state_dict())

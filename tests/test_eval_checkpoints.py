@@ -10,8 +10,8 @@ import sys
 import pytest
 import torch
 
-from ops.checkpoint import CheckpointError
 from ops.inference import resolve_model_config
+from ops.weights import CheckpointError
 from tests.helpers import REPO
 from tests.test_eval_helpers import make_dataset, one_thread, save_ours, save_released, tiny_model  # noqa: F401
 from tools import inspect_checkpoint

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 import test_models
-from ops.checkpoint import CheckpointError
 from ops.dataset import SampleLoadError
+from ops.weights import CheckpointError
 from tests.test_eval_helpers import (
     CATEGORIES,
     NUM_CLASS,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.checkpoint import CheckpointError
+from ops.weights import CheckpointError
 from tests.test_eval_helpers import (
     NUM_CLASS,
     NUM_FRAMES,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import test_models
-from ops.checkpoint import parse_released_name
+from ops.weights import parse_released_name
 from tests.helpers import REPO
 from tests.test_eval_helpers import make_dataset, one_thread, run_eval, save_ours, tiny_model  # noqa: F401
 

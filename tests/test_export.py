@@ -92,7 +92,7 @@ def test_pt2_export_checks_parity_at_batch_1_2_4_and_records_metadata(lite, caps
 
 
 @pytest.mark.parametrize("modality, arch, kwargs", [
-    ("RGB", "mobilenet_v2", {"has_VAP": False}),  # with VAP, ops.checkpoint does not yet recognise its keys
+    ("RGB", "mobilenet_v2", {"has_VAP": False}),  # with VAP, ops.weights does not yet recognise its keys
     ("PA", "resnet18", {"has_VAP": False, "temporal_pool": True}),
 ], ids=["RGB mobilenet_v2 avg consensus", "PA resnet18 temporal pool, avg consensus"])
 def test_exported_program_matches_the_model_at_every_batch_size(tmp_path, modality, arch, kwargs):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from ops.checkpoint_io import (
+from ops.checkpoint_files import (
     CKPT_NAME,
     FORMAT_VERSION,
     PREV_NAME,
@@ -71,7 +71,7 @@ def test_older_formats_still_load_and_resume(tmp_path):
 
 @pytest.mark.parametrize("bad", ["2", 1.5, True, -1])
 def test_an_unreadable_format_version_is_named(tmp_path, bad):
-    from ops.checkpoint import CheckpointError
+    from ops.weights import CheckpointError
 
     path = tmp_path / "x.pth.tar"
     atomic_save({"format_version": bad, "state_dict": {}}, str(path))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.checkpoint_io import CKPT_NAME, PREV_NAME, atomic_save
+from ops.checkpoint_files import CKPT_NAME, PREV_NAME, atomic_save
 from ops.files import write_text_atomic
 from tests.test_eval_helpers import make_dataset, run_eval, save_ours, tiny_model
 from tests.test_train_support import make_tiny_dataset, one_thread, train  # noqa: F401 (one_thread: autouse)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import main
-from ops.checkpoint_io import CKPT_NAME, read_verified_checkpoint
+from ops.checkpoint_files import CKPT_NAME, read_verified_checkpoint
 from ops.files import PAUSE_BEFORE_RENAME_ENV, STALE_TEMP_SECONDS, remove_stale_temps
 from ops.run_folder import RunFolderInUse, lock_run_folders
 from ops.run_lock import LOCK_NAME, this_process
@@ -30,12 +30,12 @@ from tests.test_train_support import make_tiny_dataset, one_thread, train, train
 FIRST_RUN = """
 import os, sys
 import main
-from ops import checkpoint_io, files
-real_atomic_save = checkpoint_io.atomic_save
+from ops import checkpoint_files, files
+real_atomic_save = checkpoint_files.atomic_save
 def pausing(obj, path):
     os.environ[files.PAUSE_BEFORE_RENAME_ENV] = sys.argv[1]
     return real_atomic_save(obj, path)
-checkpoint_io.atomic_save = pausing
+checkpoint_files.atomic_save = pausing
 sys.exit(main.cli(sys.argv[2:]))
 """
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ops.checkpoint import CheckpointError
+from ops.weights import CheckpointError
 from tests.helpers import REPO
 from tests.test_eval_helpers import one_thread, save_ours, save_released, tiny_model  # noqa: F401
 

@@ -18,10 +18,8 @@ import lmdb  # in requirements.txt: this path must run, never be skipped
 import torch
 
 from ops import lmdb_store
-from ops.checkpoint_io import CKPT_NAME
+from ops.checkpoint_files import CKPT_NAME
 from ops.lmdb_store import FrameStore
-from tools import build_lmdb
-from tools import check_data as check_data_tool
 from tests.test_train_support import (  # noqa: F401 (one_thread: an autouse fixture)
     make_tiny_dataset,
     one_thread,
@@ -29,6 +27,8 @@ from tests.test_train_support import (  # noqa: F401 (one_thread: an autouse fix
     state_dict_of,
     train,
 )
+from tools import build_lmdb
+from tools import check_data as check_data_tool
 
 RUN = ("--epochs", "1", "--deterministic", "--lr_type", "cos")
 

@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+
 import pytest
 import torch
 
 import main
 import test_models
 from ops import training_state
-from ops.checkpoint import CheckpointError
 from ops.inference import CONFIG_FIELDS, build_model, fields_of_checkpoint, resolve_model_config
 from ops.model_config import ModelConfig
 from ops.models import PAN
 from ops.train_args import get_args_parser, resolve_args
+from ops.weights import CheckpointError
 from tests.helpers import released_model_kwargs
 from tests.test_eval_helpers import one_thread  # noqa: F401 (autouse fixture)
 
@@ -312,7 +313,7 @@ def test_old_layout_checkpoint_evaluates_like_the_new_one(tmp_path):
 
 
 def test_old_layout_checkpoint_resumes(tmp_path):
-    from ops.checkpoint_io import read_verified_checkpoint, save_checkpoint
+    from ops.checkpoint_files import read_verified_checkpoint, save_checkpoint
     from tests.test_train_support import make_tiny_dataset, train
 
     data = make_tiny_dataset(tmp_path / "data", n_train=4, n_val=2)

@@ -20,8 +20,7 @@ import pytest
 import torch
 
 import main
-from ops.checkpoint import CheckpointError, read_checkpoint
-from ops.checkpoint_io import (
+from ops.checkpoint_files import (
     CKPT_NAME,
     FORMAT_VERSION,
     PREV_NAME,
@@ -35,6 +34,7 @@ from ops.checkpoint_io import (
 from ops.files import PAUSE_BEFORE_RENAME_ENV, OutputFolderError
 from ops.models import PAN
 from ops.train_args import get_args_parser
+from ops.weights import CheckpointError, read_checkpoint
 from tests.test_train_support import (  # noqa: F401 (one_thread: an autouse fixture)
     REPO,
     make_tiny_dataset,

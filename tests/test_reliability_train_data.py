@@ -13,7 +13,7 @@ import torch
 
 import main
 from ops.bad_samples import BadSampleMonitor, SubstitutingDataset, TooManyBadSamples
-from ops.checkpoint_io import CKPT_NAME, non_finite_entries, read_verified_checkpoint
+from ops.checkpoint_files import CKPT_NAME, non_finite_entries, read_verified_checkpoint
 from ops.dataset import SampleLoadError
 from ops.engine import NonFiniteLossError
 from tests.test_train_support import (  # noqa: F401 (one_thread: an autouse fixture)
@@ -21,8 +21,6 @@ from tests.test_train_support import (  # noqa: F401 (one_thread: an autouse fix
     one_thread,
     train,
 )
-
-
 
 
 def test_bad_lists_stop_the_run_before_training_listing_every_file_line(tmp_path):

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 import main
-from ops.checkpoint_io import CKPT_NAME, read_verified_checkpoint
-from ops.sampler import ResumableSampler, ShardSampler
+from ops.checkpoint_files import CKPT_NAME, read_verified_checkpoint
+from ops.samplers import ResumableSampler, ShardSampler
 from ops.train_args import UsageError, get_args_parser
 from tests.test_train_support import REPO, make_tiny_dataset, read_steps, train_argv
 

@@ -18,11 +18,11 @@ import pytest
 import torch
 
 import main
-from ops.checkpoint import CheckpointError
-from ops.checkpoint_io import CKPT_NAME, atomic_save, read_verified_checkpoint
+from ops.checkpoint_files import CKPT_NAME, atomic_save, read_verified_checkpoint
 from ops.files import PAUSE_BEFORE_RENAME_ENV
 from ops.lr_schedule import EpochLR, lr_factor
 from ops.train_args import get_args_parser
+from ops.weights import CheckpointError
 from tests.test_train_support import (  # noqa: F401 (one_thread: an autouse fixture)
     make_tiny_dataset,
     one_thread,

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 import main
-from ops.checkpoint import CheckpointError
-from ops.checkpoint_io import verify_checkpoint
+from ops.checkpoint_files import verify_checkpoint
 from ops.train_args import UsageError, default_store_name, get_args_parser, resolve_args
+from ops.weights import CheckpointError
 from tests.test_train_support import (  # noqa: F401 (one_thread: an autouse fixture)
     make_tiny_dataset,
     one_thread,

@@ -35,12 +35,12 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ops import sampling  # noqa: E402
+from ops import frame_sampling  # noqa: E402
 from ops.dataset import SampleLoadError, frame_numbers  # noqa: E402
 from ops.dataset_config import get_dataset_config, load_categories  # noqa: E402
 from ops.errors import PanError  # noqa: E402
-from ops.frame_sources import FolderSource, FrameSource, FrameSourceError, open_source  # noqa: E402
 from ops.exported import is_exported, load_evaluation_model  # noqa: E402
+from ops.frame_sources import FolderSource, FrameSource, FrameSourceError, open_source  # noqa: E402
 from ops.inference import InferenceOptions, prepare_model, run_batch  # noqa: E402
 from ops.models import PAN  # noqa: E402
 from ops.runtime import DEVICE_CHOICES, resolve_device, setup_logging  # noqa: E402
@@ -107,7 +107,7 @@ def sample_frame_numbers(num_frames: int, num_segments: int, new_length: int, nu
 
     Returns: int64 ``[num_clips * num_segments * new_length]``, view-major.
     """
-    offsets = sampling.test_offsets(num_frames, num_segments, new_length, num_clips=num_clips)
+    offsets = frame_sampling.test_offsets(num_frames, num_segments, new_length, num_clips=num_clips)
     return frame_numbers(offsets, num_frames, new_length)
 
 

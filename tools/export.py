@@ -53,9 +53,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ops import sampling  # noqa: E402
-from ops.checkpoint import CheckpointError  # noqa: E402
-from ops.files import atomic_write, file_sha256  # noqa: E402
+from ops import frame_sampling  # noqa: E402
 from ops.dataset import frame_numbers  # noqa: E402
 from ops.dataset_config import get_dataset_config, load_categories  # noqa: E402
 from ops.exported import (  # noqa: E402
@@ -68,10 +66,12 @@ from ops.exported import (  # noqa: E402
     MissingDependencyError,
     require,
 )
+from ops.files import atomic_write, file_sha256  # noqa: E402
 from ops.inference import load_checkpoint_model  # noqa: E402
 from ops.models import PAN  # noqa: E402
 from ops.PAN_modules import PA  # noqa: E402
 from ops.transforms import default_scale_size, eval_transform  # noqa: E402
+from ops.weights import CheckpointError  # noqa: E402
 
 logger = logging.getLogger("export")
 
@@ -230,7 +230,7 @@ def write_exports(model: PAN, checkpoint_path: str, outputs: Sequence[str], crop
 
 def test_frame_numbers(num_frames: int, model: PAN) -> np.ndarray:
     """1-based frame numbers of the one test-time clip (segment centres, ``m`` frames each)."""
-    offsets = sampling.test_offsets(num_frames, model.num_segments, model.new_length)
+    offsets = frame_sampling.test_offsets(num_frames, model.num_segments, model.new_length)
     return frame_numbers(offsets, num_frames, model.new_length)
 
 

@@ -3,7 +3,7 @@
     python tools/inspect_checkpoint.py pretrained/PAN_Lite_something_resnet50_shift8_blockres_avg_segment8_e80.pth.tar
 
 For each file: its size, the sha256 check (our checkpoints, when
-``ops.checkpoint_io`` provides it), the stored fields (epoch, best top-1, ...),
+``ops.checkpoint_files`` provides it), the stored fields (epoch, best top-1, ...),
 the configuration stated by the checkpoint, by its file name and implied by
 its parameter names and shapes, the configuration that results (with the
 source of each value), and the result of a strict load into a freshly built
@@ -23,15 +23,15 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ops.checkpoint import CheckpointError, parse_released_name, strip_prefix  # noqa: E402
 from ops.inference import (  # noqa: E402
     CONFIG_FIELDS,
     fields_of_checkpoint,
     load_checkpoint_model,
-    resolve_model_config,
     read_checked_checkpoint,
+    resolve_model_config,
 )
 from ops.model_config import ModelConfig  # noqa: E402
+from ops.weights import CheckpointError, parse_released_name, strip_prefix  # noqa: E402
 
 logger = logging.getLogger("inspect_checkpoint")
 

@@ -53,7 +53,6 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ops.checkpoint import CheckpointError  # noqa: E402
 from ops.cli import HelpFormatter, add_aliases  # noqa: E402
 from ops.dataset_config import load_categories  # noqa: E402
 from ops.errors import PanError  # noqa: E402
@@ -63,6 +62,7 @@ from ops.inference import load_checkpoint_model  # noqa: E402
 from ops.streaming import STREAM_MODES, ExportedStep, StreamingPAN, export_step, step_parity  # noqa: E402
 from ops.transforms import eval_transform  # noqa: E402
 from ops.video_reader import check_frame_size  # noqa: E402
+from ops.weights import CheckpointError  # noqa: E402
 
 logger = logging.getLogger("stream")
 

@@ -43,7 +43,6 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ops.checkpoint import CheckpointError  # noqa: E402
 from ops.dataset import SampleLoadError  # noqa: E402
 from ops.dataset_config import load_categories  # noqa: E402
 from ops.inference import load_checkpoint_model  # noqa: E402
@@ -63,6 +62,7 @@ from ops.pictures import (  # noqa: E402,F401  (re-exported: the drawing lives i
 )
 from ops.runtime import setup_logging  # noqa: E402
 from ops.video_reader import VideoReadError  # noqa: E402
+from ops.weights import CheckpointError  # noqa: E402
 from tools.demo import DEFAULT_IMAGE_TMPL, DemoError, decode_clip  # noqa: E402
 
 logger = logging.getLogger("visualize_pa")

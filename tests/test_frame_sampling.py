@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ops.sampling import (
+from ops.frame_sampling import (
     dense_train_offsets,
     num_test_views,
     test_offsets,

@@ -44,9 +44,9 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from ops.checkpoint import CheckpointError, read_checkpoint
-from ops.files import TMP_SUFFIX, fsync_dir, atomic_write, remove_stale_temps
+from ops.files import TMP_SUFFIX, atomic_write, fsync_dir, remove_stale_temps
 from ops.run_lock import writer_tag
+from ops.weights import CheckpointError, read_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -302,7 +302,7 @@ def read_verified_checkpoint(path: str, map_location: str | torch.device = "cpu"
 
 
 def verify_checkpoint(path: str) -> None:
-    """Raise :class:`~ops.checkpoint.CheckpointError` naming ``path`` if the file is corrupt.
+    """Raise :class:`~ops.weights.CheckpointError` naming ``path`` if the file is corrupt.
 
     Checks that the file loads with ``weights_only=True`` and that its content
     matches the SHA-256 stored inside (``content_sha256``). Files without the
