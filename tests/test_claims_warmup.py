@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ops.lr_schedule import EpochLR, warmup_factor
-from tests.test_train_support import make_tiny_dataset, one_thread, read_steps, train  # noqa: F401
+from tests.train_support import make_tiny_dataset, read_steps, train  # noqa: F401
 
 
 def lrs_over(sched: EpochLR, epochs: int, steps: int) -> list[float]:

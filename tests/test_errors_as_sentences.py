@@ -8,7 +8,7 @@ import torch
 import main
 import ops.engine
 from ops.models import PAN
-from tests.test_train_support import make_tiny_dataset, one_thread, train_argv  # noqa: F401 (autouse)
+from tests.train_support import make_tiny_dataset, train_argv  # noqa: F401 (autouse)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import torch
 from ops.inference import resolve_model_config
 from ops.weights import CheckpointError
 from tests.helpers import REPO
-from tests.test_eval_helpers import make_dataset, one_thread, save_ours, save_released, tiny_model  # noqa: F401
+from tests.eval_support import make_dataset, save_ours, save_released, tiny_model  # noqa: F401
 from tools import inspect_checkpoint
 
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from ops import inference, runtime
+from ops import runtime
 from ops.inference import InferenceOptions, fuse_conv_bn, prepare_model, run_batch
-from tests.test_eval_helpers import make_dataset, one_thread, save_ours, tiny_model  # noqa: F401 -- autouse fixture
+from tests.eval_support import make_dataset, save_ours, tiny_model  # noqa: F401 -- autouse fixture
 
 CPU = torch.device("cpu")
 

@@ -13,12 +13,11 @@ from PIL import Image
 import test_models
 from ops.dataset import SampleLoadError
 from ops.weights import CheckpointError
-from tests.test_eval_helpers import (
+from tests.eval_support import (
     CATEGORIES,
     NUM_CLASS,
     eval_args,
     make_dataset,
-    one_thread,  # noqa: F401 -- autouse fixture
     run_eval,
     save_ours,
     save_released,

@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 
 from ops.weights import CheckpointError
-from tests.test_eval_helpers import (
+from tests.eval_support import (
     NUM_CLASS,
     NUM_FRAMES,
     make_dataset,
-    one_thread,  # noqa: F401 -- autouse fixture
     run_eval,
     save_ours,
     tiny_model,

@@ -15,7 +15,7 @@ import pytest
 import test_models
 from ops.weights import parse_released_name
 from tests.helpers import REPO
-from tests.test_eval_helpers import make_dataset, one_thread, run_eval, save_ours, tiny_model  # noqa: F401
+from tests.eval_support import make_dataset, run_eval, save_ours, tiny_model  # noqa: F401
 
 DATASETS = ("something", "somethingv2", "kinetics", "ucf101", "hmdb51", "jester")
 VARIANTS = {"Lite": ["Lite"], "Full": ["RGB", "PA"], "En": ["Lite", "RGB", "PA"]}

@@ -20,11 +20,10 @@ from ops import exported as ex
 from ops.backbones import get_backbone_spec
 from ops.files import file_sha256
 from ops.models import PAN
-from tests.test_eval_helpers import (
+from tests.eval_support import (
     CATEGORIES,
     NUM_CLASS,
     make_dataset,
-    one_thread,  # noqa: F401 -- autouse fixture
     run_eval,
     save_ours,
     tiny_model,
@@ -213,7 +212,7 @@ def test_onnx_and_pt2_exports_pass_parity_at_batch_1_2_4(eval_setup):
 
 @pytest.fixture(scope="module")
 def eval_setup(tmp_path_factory):
-    """test_eval_helpers' tiny dataset (3 classes, 4 videos at 32 px) and a Lite checkpoint with its exports."""
+    """tests.eval_support's tiny dataset (3 classes, 4 videos at 32 px) and a Lite checkpoint with its exports."""
     root = make_dataset(tmp_path_factory.mktemp("data"), 4)
     folder = tmp_path_factory.mktemp("ckpt")
     weights = save_ours(folder / "lite.pth.tar", tiny_model("Lite"))

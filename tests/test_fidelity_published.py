@@ -15,14 +15,13 @@ import os
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 import main
 import test_models
 from ops.train_args import UsageError, get_args_parser
-from tests.test_train_support import REPO
+from tests.train_support import REPO
 
 PUBLISHED = json.loads((REPO / "tests" / "data" / "published_commands.json").read_text())
 
@@ -177,7 +176,7 @@ def test_released_names_are_what_the_published_test_scripts_load():
 
 def test_custom_dataset_evaluates_with_val_list_and_num_class_only(tmp_path):
     """Evaluation never needs a training list (the custom dataset of test_models.py's help)."""
-    from tests.test_eval_helpers import NUM_CLASS, SIZE, make_dataset, save_ours, tiny_model
+    from tests.eval_support import NUM_CLASS, SIZE, make_dataset, save_ours, tiny_model
 
     root = make_dataset(tmp_path / "data", 2)
     weights = save_ours(tmp_path / "lite.pth.tar", tiny_model("Lite"))

@@ -10,7 +10,6 @@ from PIL import Image
 from ops.inference import load_checkpoint_model
 from ops.pictures import grad_cam, overlay_cams
 from tests.test_demo import SEGMENTS, SIZE, save_random_checkpoint, write_clip
-from tests.test_train_support import one_thread  # noqa: F401  (autouse: one thread on the shared cores)
 from tools import visualize_pa as viz
 
 

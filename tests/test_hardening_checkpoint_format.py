@@ -18,7 +18,7 @@ from ops.checkpoint_files import (
     read_verified_checkpoint,
     resolve_resume,
 )
-from tests.test_train_support import make_tiny_dataset, one_thread, train  # noqa: F401 (one_thread: autouse)
+from tests.train_support import make_tiny_dataset, train
 
 
 def rewrite(path, **changes):

@@ -15,8 +15,8 @@ import pytest
 
 from ops.checkpoint_files import CKPT_NAME, PREV_NAME, atomic_save
 from ops.files import write_text_atomic
-from tests.test_eval_helpers import make_dataset, run_eval, save_ours, tiny_model
-from tests.test_train_support import make_tiny_dataset, one_thread, train  # noqa: F401 (one_thread: autouse)
+from tests.eval_support import make_dataset, run_eval, save_ours, tiny_model
+from tests.train_support import make_tiny_dataset, train
 
 
 @pytest.fixture

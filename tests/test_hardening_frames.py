@@ -25,8 +25,8 @@ from ops import video_reader
 from ops.dataset import SampleLoadError, TSNDataSet, check_records, parse_list_file
 from ops.video_reader import MAX_FRAME_PIXELS, VideoReadError, read_frames
 from tests.helpers_data import make_frames, make_video
-from tests.test_eval_helpers import make_dataset, run_eval, save_ours, tiny_model
-from tests.test_train_support import make_tiny_dataset, one_thread, train  # noqa: F401 (one_thread: autouse)
+from tests.eval_support import make_dataset, run_eval, save_ours, tiny_model
+from tests.train_support import make_tiny_dataset, train
 from tools import check_data
 
 

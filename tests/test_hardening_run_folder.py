@@ -23,7 +23,7 @@ from ops.files import PAUSE_BEFORE_RENAME_ENV, STALE_TEMP_SECONDS, remove_stale_
 from ops.run_folder import RunFolderInUse, lock_run_folders
 from ops.run_lock import LOCK_NAME, this_process
 from tests.helpers import REPO
-from tests.test_train_support import make_tiny_dataset, one_thread, train, train_argv  # noqa: F401
+from tests.train_support import make_tiny_dataset, train, train_argv  # noqa: F401
 
 #: A first run that stops inside its first checkpoint save, the temporary file complete and
 #: not yet renamed, and waits there (the test kills it): a run in progress, caught mid-save.

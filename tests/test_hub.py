@@ -7,7 +7,7 @@ import torch
 
 from ops.weights import CheckpointError
 from tests.helpers import REPO
-from tests.test_eval_helpers import one_thread, save_ours, save_released, tiny_model  # noqa: F401
+from tests.eval_support import save_ours, save_released, tiny_model  # noqa: F401
 
 
 def hub(entry: str, **kwargs):

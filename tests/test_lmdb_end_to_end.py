@@ -20,9 +20,8 @@ import torch
 from ops import lmdb_store
 from ops.checkpoint_files import CKPT_NAME
 from ops.lmdb_store import FrameStore
-from tests.test_train_support import (  # noqa: F401 (one_thread: an autouse fixture)
+from tests.train_support import (
     make_tiny_dataset,
-    one_thread,
     read_steps,
     state_dict_of,
     train,

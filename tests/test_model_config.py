@@ -21,7 +21,6 @@ from ops.models import PAN
 from ops.train_args import get_args_parser, resolve_args
 from ops.weights import CheckpointError
 from tests.helpers import released_model_kwargs
-from tests.test_eval_helpers import one_thread  # noqa: F401 (autouse fixture)
 
 #: PAN.config() and RESUME_MODEL_FIELDS / CONFIG_FIELDS before ModelConfig (their field sets).
 OLD_CONFIG_KEYS = {"num_class", "num_segments", "modality", "base_model", "consensus_type", "dropout", "is_shift",
@@ -296,7 +295,7 @@ def test_adding_a_field_is_one_place():
 
 
 def test_old_layout_checkpoint_evaluates_like_the_new_one(tmp_path):
-    from tests.test_eval_helpers import make_dataset, run_eval, tiny_model
+    from tests.eval_support import make_dataset, run_eval, tiny_model
 
     root = make_dataset(tmp_path / "data", num_videos=2)
     model = tiny_model("Lite")
@@ -314,7 +313,7 @@ def test_old_layout_checkpoint_evaluates_like_the_new_one(tmp_path):
 
 def test_old_layout_checkpoint_resumes(tmp_path):
     from ops.checkpoint_files import read_verified_checkpoint, save_checkpoint
-    from tests.test_train_support import make_tiny_dataset, train
+    from tests.train_support import make_tiny_dataset, train
 
     data = make_tiny_dataset(tmp_path / "data", n_train=4, n_val=2)
     out = tmp_path / "run"

@@ -22,7 +22,7 @@ import main
 import test_models
 from ops.checkpoint_files import CKPT_NAME, read_verified_checkpoint
 from ops.train_args import get_args_parser
-from tests.test_train_support import REPO, make_tiny_dataset, train_argv
+from tests.train_support import REPO, make_tiny_dataset, train_argv
 
 
 def free_port() -> int:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ops.PAN_modules import PA, VAP, pa_maps, vap_pool
+from ops.PAN_modules import PA, VAP, vap_pool
 
 from tests.helpers import DATA_DIR
 

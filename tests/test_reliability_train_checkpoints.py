@@ -15,7 +15,6 @@ import struct
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -35,10 +34,9 @@ from ops.files import PAUSE_BEFORE_RENAME_ENV, OutputFolderError
 from ops.models import PAN
 from ops.train_args import get_args_parser
 from ops.weights import CheckpointError, read_checkpoint
-from tests.test_train_support import (  # noqa: F401 (one_thread: an autouse fixture)
+from tests.train_support import (
     REPO,
     make_tiny_dataset,
-    one_thread,
     train_argv,
 )
 

@@ -16,9 +16,8 @@ from ops.bad_samples import BadSampleMonitor, SubstitutingDataset, TooManyBadSam
 from ops.checkpoint_files import CKPT_NAME, non_finite_entries, read_verified_checkpoint
 from ops.dataset import SampleLoadError
 from ops.engine import NonFiniteLossError
-from tests.test_train_support import (  # noqa: F401 (one_thread: an autouse fixture)
+from tests.train_support import (
     make_tiny_dataset,
-    one_thread,
     train,
 )
 

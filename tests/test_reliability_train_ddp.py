@@ -20,7 +20,7 @@ import main
 from ops.checkpoint_files import CKPT_NAME, read_verified_checkpoint
 from ops.samplers import ResumableSampler, ShardSampler
 from ops.train_args import UsageError, get_args_parser
-from tests.test_train_support import REPO, make_tiny_dataset, read_steps, train_argv
+from tests.train_support import REPO, make_tiny_dataset, read_steps, train_argv
 
 
 def metrics(out: Path) -> list[dict]:

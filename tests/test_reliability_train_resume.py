@@ -23,9 +23,8 @@ from ops.files import PAUSE_BEFORE_RENAME_ENV
 from ops.lr_schedule import EpochLR, lr_factor
 from ops.train_args import get_args_parser
 from ops.weights import CheckpointError
-from tests.test_train_support import (  # noqa: F401 (one_thread: an autouse fixture)
+from tests.train_support import (
     make_tiny_dataset,
-    one_thread,
     read_steps,
     state_dict_of,
     train,

@@ -24,7 +24,7 @@ from ops.report import (
     per_class_rows,
     write_report,
 )
-from tests.test_eval_helpers import CATEGORIES, make_dataset, one_thread, run_eval, save_ours, tiny_model  # noqa: F401
+from tests.eval_support import CATEGORIES, make_dataset, run_eval, save_ours, tiny_model  # noqa: F401
 
 CHROMIUM = Path("/usr/bin/chromium")
 #: The issue's requirement: the page of a 174-class evaluation loads in under 2 s.

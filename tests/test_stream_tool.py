@@ -20,13 +20,6 @@ from tools.make_synthetic import render_video, video_rng
 T, M, SIZE = 4, 4, 32
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):

@@ -17,7 +17,7 @@ import main
 from ops.pictures import GridLayout
 from ops.train_args import get_args_parser
 from ops.validation_extras import ConfusionCounter
-from tests.test_train_support import make_tiny_dataset, one_thread, train_argv  # noqa: F401  (one_thread: autouse)
+from tests.train_support import make_tiny_dataset, train_argv
 
 
 def read_events(folder: Path) -> list:

@@ -18,9 +18,8 @@ import main
 from ops.checkpoint_files import verify_checkpoint
 from ops.train_args import UsageError, default_store_name, get_args_parser, resolve_args
 from ops.weights import CheckpointError
-from tests.test_train_support import (  # noqa: F401 (one_thread: an autouse fixture)
+from tests.train_support import (
     make_tiny_dataset,
-    one_thread,
     read_steps,
     state_dict_of,
     train,

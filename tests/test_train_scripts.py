@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ops.train_args import check_args, default_store_name, get_args_parser
-from tests.test_train_support import REPO
+from tests.train_support import REPO
 
 SCRIPTS = sorted((REPO / "scripts" / "train").glob("*/*.sh"))
 DATASETS = ("something", "somethingv2", "kinetics", "ucf101", "hmdb51", "jester")

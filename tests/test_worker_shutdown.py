@@ -13,7 +13,7 @@ import subprocess
 import sys
 import textwrap
 
-from tests.test_train_support import REPO, make_tiny_dataset, train_argv
+from tests.train_support import REPO, make_tiny_dataset, train_argv
 
 KEEP_THE_FAILURE = textwrap.dedent("""
     import sys

@@ -163,7 +163,9 @@ def visualize(
         cams = cam_overlays(model, clip.frames, data_length, gradcam_class, names)
     height = clip.frames[0].shape[0]
     scale = scale or max(1, -(-96 // height))
-    title = f"{path}: {segments} segments of {data_length} frames; each PA map scaled to its own range"
+    # The file's name, not its folder: a picture is shared, and the folder is only this machine's.
+    title = (f"{os.path.basename(os.path.normpath(path))}: {segments} segments of {data_length} frames; "
+             "each PA map scaled to its own range")
     if cams:  # the column is one tile wide: its full name goes into the title
         title, cams = f"{title}; {cams[0]}", ("Grad-CAM", cams[1])
     image = render_grid(clip.frames, groups, [int(n) for n in clip.numbers], scale, title, cams)

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
@@ -74,14 +73,6 @@ def state_dict_of(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread per test (import it into a test module to apply it there): the suite shares
-    two cores, and the exact-resume comparisons need the same thread count in every run."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def train(data: Path, out: Path, *extra: str, modality: str = "RGB", num_class: int = 3) -> dict:

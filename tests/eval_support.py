@@ -14,7 +14,6 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
@@ -28,16 +27,6 @@ SIZE = 32
 CATEGORIES = ["pushing", "pulling", "spinning"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; on a shared 2-core machine, two spin against other jobs.
-
-    Autouse in every module that imports it; the previous setting is restored afterwards.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def make_dataset(root: Path, num_videos: int = 4) -> Path:
