@@ -10,7 +10,7 @@
 #
 # Environment (all optional):
 #   PAN_STREAM_DEMO_OUT     folder for every output (default: runs/stream_demo; runs/stream_demo_reduced)
-#   PAN_STREAM_DEMO_EPOCHS  training epochs of the full run (default: 10)
+#   PAN_STREAM_DEMO_EPOCHS  training epochs of the full run (default: 25, as the quickstart)
 # Running it again reuses the dataset and a finished training (main.py --resume auto).
 set -eo pipefail
 caller_dir="$PWD"
@@ -33,7 +33,7 @@ case "$mode" in
     full)
         out="$(absolute "${PAN_STREAM_DEMO_OUT:-runs/stream_demo}")"
         data_flags=(--size 32 --frames 32 --train-per-class 100 --val-per-class 5)
-        train_flags=(--num_segments 8 --epochs "${PAN_STREAM_DEMO_EPOCHS:-10}" -b 16 --lr 0.02 --warmup 1)
+        train_flags=(--num_segments 8 --epochs "${PAN_STREAM_DEMO_EPOCHS:-25}" -b 16 --lr 0.02 --warmup 1)
         actions=12; clips_per_action=2
         ;;
     reduced)
@@ -51,7 +51,7 @@ mkdir -p "$out"
 start=$SECONDS
 
 echo "=== [$(( SECONDS - start ))s] synthetic dataset in $data ($mode)"
-python tools/make_synthetic.py --out "$data" "${data_flags[@]}" --workers "$(nproc)" --quiet
+python tools/make_synthetic.py --output_dir "$data" "${data_flags[@]}" --workers "$(nproc)" --quiet
 
 echo "=== [$(( SECONDS - start ))s] training PAN Lite with a one-way shift (resnet18 from scratch, VAP)"
 python main.py synthetic Lite --root_path "$data" --arch resnet18 "${train_flags[@]}" --crop_size 28 \
