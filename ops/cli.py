@@ -12,8 +12,9 @@ from __future__ import annotations
 import argparse
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Appends ``(default: X)`` unless the help text already states its default or there is none to state."""
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the description's lines; appends ``(default: X)`` unless the help text already states its
+    default or there is none to state."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
@@ -47,6 +48,12 @@ class _Alias(argparse.Action):
         self.target(parser, namespace, values, self.canonical)
 
 
+def _alias(name: str, target: argparse.Action, canonical: str) -> argparse.Action:
+    """The action that ``name`` parses to: ``target`` itself (so that a required option given under an alias
+    counts as given), or an :class:`_Alias` where ``target`` tells ``--x`` from ``--no-x`` by the name."""
+    return _Alias(name, target, canonical) if isinstance(target, argparse.BooleanOptionalAction) else target
+
+
 def add_aliases(parser: argparse.ArgumentParser, aliases: dict[str, str] | None = None) -> argparse.ArgumentParser:
     """Accept the ``-``/``_`` twin of every long option, and ``aliases`` (``{other name: option}``).
 
@@ -60,7 +67,7 @@ def add_aliases(parser: argparse.ArgumentParser, aliases: dict[str, str] | None 
         for option in action.option_strings:
             twin = _twin(option)
             if twin and twin not in table and twin not in extra:
-                extra[twin] = _Alias(twin, action, option)
+                extra[twin] = _alias(twin, action, option)
     for alias, option in (aliases or {}).items():
         if option not in table:
             raise ValueError(f"alias {alias} names no option {option}")
@@ -69,6 +76,6 @@ def add_aliases(parser: argparse.ArgumentParser, aliases: dict[str, str] | None 
                 continue
             if name in table:
                 raise ValueError(f"alias {name} would shadow option {name}")
-            extra[name] = _Alias(name, table[option], option)
+            extra[name] = _alias(name, table[option], option)
     table.update(extra)
     return parser

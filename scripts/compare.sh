@@ -44,7 +44,7 @@ exec > >(tee -a "$out/compare.log") 2>&1
 start=$SECONDS
 
 echo "=== [$(( SECONDS - start ))s] synthetic dataset in $data"
-python tools/make_synthetic.py --out "$data" "${data_flags[@]}" --videos --workers "$(nproc)" --quiet || {
+python tools/make_synthetic.py --output_dir "$data" "${data_flags[@]}" --videos --workers "$(nproc)" --quiet || {
     echo "$(basename "$0"): generating the dataset failed (see above); if $data holds a dataset made with other settings, remove it or set PAN_COMPARE_DATA to another folder" >&2
     exit 1
 }

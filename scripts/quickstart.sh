@@ -70,7 +70,7 @@ step() { current="$1"; step_start=$SECONDS; echo; echo "=== [$(( SECONDS - start
 done_step() { took[$current]=$(( SECONDS - step_start )); }
 
 step data "synthetic dataset in $data ($mode)"
-python tools/make_synthetic.py --out "$data" "${data_flags[@]}" --videos --workers "$(nproc)" --quiet || {
+python tools/make_synthetic.py --output_dir "$data" "${data_flags[@]}" --videos --workers "$(nproc)" --quiet || {
     echo "$(basename "$0"): generating the dataset failed (see above); if $data holds a dataset made with other settings, remove it or set PAN_QUICKSTART_DATA to another folder" >&2
     exit 1
 }

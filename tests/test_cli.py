@@ -50,3 +50,30 @@ def test_every_tool_answers_help(tool, monkeypatch):
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as stop:
         runpy.run_path(str(tool), run_name="__main__")
     assert stop.value.code == 0 and out.getvalue().startswith("usage:"), out.getvalue()[:300]
+
+
+@pytest.mark.parametrize("tool, canonical, other, dest, value", [
+    ("bench_pa", "--num_segments", "--segments", "segments", "4"),
+    ("visualize_pa", "--num_segments", "--segments", "segments", "4"),
+    ("make_synthetic", "--output_dir", "--out", "out", "/tmp/x"),
+    ("build_lmdb", "--output_dir", "--output", "output", "/tmp/x"),
+    ("export", "--out", "--output", "output", "/tmp/x"),
+    ("demo", "--repeats", "--repeat", "repeat", "3"),
+])
+def test_tools_share_the_projects_option_names_and_keep_their_old_ones(tool, canonical, other, dest, value):
+    """One name across the project (--num_segments, --output_dir for folders, --out for files, --repeats),
+    the tool's earlier name accepted as an alias."""
+    import importlib
+
+    parser = importlib.import_module(f"tools.{tool}").get_args_parser()
+    required = {"visualize_pa": ["in.mp4", "--out", "o.png"], "build_lmdb": ["--list_file", "l.txt"],
+                "export": ["--weights", "w.pth"], "demo": ["in.mp4", "--weights", "w.pth"]}.get(tool, [])
+    if tool == "build_lmdb":
+        required = [*required, "--root_path", "/r"]
+    for flag in (canonical, other):
+        argv = [a for a in required if a != canonical] + [flag, value]
+        if tool == "visualize_pa" and flag in ("--out", "--output"):
+            argv = ["in.mp4", flag, value]
+        args = parser.parse_args(argv)
+        assert str(getattr(args, dest)) == value, (flag, argv)
+    assert canonical in parser.format_help() and other not in parser.format_help().replace(canonical, "")

@@ -49,6 +49,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ops.cli import HelpFormatter, add_aliases  # noqa: E402
 from ops.modalities import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from ops.PAN_modules import PA  # noqa: E402
 from ops.runtime import resolve_device  # noqa: E402
@@ -66,7 +67,7 @@ PAPER_FLOW_FPS = 8
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=HelpFormatter)
     p.add_argument("--device", default="cpu", help="where PA runs: cpu, cuda, cuda:N or auto (default cpu)")
     p.add_argument("--size", type=int, default=224, help="frame height and width (default 224, as in the paper)")
     p.add_argument("--frames", type=int, default=16, help="frames in the video; pairs = frames - 1 (default 16)")
@@ -86,7 +87,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--class-index", type=int, default=0, help="which synthetic motion class to render (default 0)")
     p.add_argument("--seed", type=int, default=0)
-    return p
+    return add_aliases(p)
 
 
 #: Why the flow baselines are skipped when OpenCV is not installed (printed in their place).

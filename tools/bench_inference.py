@@ -35,6 +35,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from ops.cli import HelpFormatter, add_aliases  # noqa: E402
 from ops.inference import InferenceOptions, build_model, load_checkpoint_model, prepare_model, run_batch  # noqa: E402
 from ops.model_config import ModelConfig  # noqa: E402
 from ops.runtime import resolve_device, setup_logging  # noqa: E402
@@ -66,7 +67,7 @@ def parse_variant(text: str) -> InferenceOptions:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--arch", default="resnet50", help="backbone (default: resnet50, as released)")
     parser.add_argument("--modality", default="Lite", help="RGB, PA or Lite (default: Lite)")
     parser.add_argument("--num_segments", type=int, default=8, help="segments per clip (default: 8)")
@@ -94,7 +95,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--input_size", type=int, default=None,
                         help="crop size for the agreement run (default: the model's, 224)")
     parser.add_argument("-j", "--workers", type=int, default=2, help="loader workers for the agreement run (default: 2)")
-    return parser
+    return add_aliases(parser)
 
 
 def time_paths(paths: dict[str, tuple[torch.nn.Module, InferenceOptions]], x: torch.Tensor,

@@ -1,7 +1,7 @@
 """Speed of PA against the published formulation, side by side in one process.
 
 Times, on the same random frames and the same 7x7 weights (one clip of
-``--segments`` x ``--length`` frames of ``--size``² by default, i.e. the PA input
+``--num_segments`` x ``--length`` frames of ``--size``² by default, i.e. the PA input
 ``[32, 3, 224, 224]`` of the paper's 8x4 set-up):
 
 * ``published``: the released formulation -- the shallow conv (with its bias) on
@@ -51,6 +51,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ops.cli import HelpFormatter, add_aliases  # noqa: E402
 from ops.PAN_modules import PA_EPS, pa_maps  # noqa: E402
 from ops import pa_fast  # noqa: E402
 from ops.pa_fast import pa_maps_fast  # noqa: E402
@@ -60,10 +61,10 @@ logger = logging.getLogger("bench_pa")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=HelpFormatter)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     p.add_argument("--clips", type=int, default=1, help="clips per batch N (default 1: the paper's latency case)")
-    p.add_argument("--segments", type=int, default=8, help="segments per clip T (default 8, as in the paper)")
+    p.add_argument("--num_segments", dest="segments", type=int, default=8, help="segments per clip T (default 8, as in the paper)")
     p.add_argument("--length", type=int, default=4, help="frames per segment m (default 4, as in the paper)")
     p.add_argument("--size", type=int, default=224, help="frame height and width (default 224)")
     p.add_argument("--repeats", type=int, default=7, help="timed rounds; medians are reported (default 7)")
@@ -89,7 +90,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         "needs ~1 GB at 224²)",
     )
     p.add_argument("--seed", type=int, default=0)
-    return p
+    return add_aliases(p, {"--segments": "--num_segments"})
 
 
 def published_pa(frames: torch.Tensor, conv: nn.Conv2d, n_length: int) -> torch.Tensor:

@@ -37,6 +37,7 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from main import build_model  # noqa: E402
+from ops.cli import HelpFormatter, add_aliases  # noqa: E402
 from ops.dataset_config import get_dataset_config  # noqa: E402
 from ops.engine import StepSettings, backward, forward_loss, optimizer_step  # noqa: E402
 from ops.lr_schedule import build_param_groups  # noqa: E402
@@ -66,7 +67,7 @@ def parse_variant(text: str) -> tuple[str, ...]:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--main-args", default=QUICKSTART_ARGS,
                         help="main.py's command line for the model and optimizer (default: the quickstart's, "
                              f"{QUICKSTART_ARGS!r})")
@@ -79,7 +80,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: PyTorch's choice, usually the core count)")
-    return parser
+    return add_aliases(parser)
 
 
 class Trainer:

@@ -1,7 +1,7 @@
 """Throughput of the training transform against a plain per-frame PIL pipeline, in one run.
 
 Writes JPEG frames of the chosen size into a temporary folder, then times, on
-the same clips (``--segments`` x ``--length`` frames each):
+the same clips (``--num_segments`` x ``--length`` frames each):
 
 * ``plain``: the published style, frame by frame -- full decode,
   ``convert('RGB')``, crop, PIL bilinear resize, flip, ``np.array`` per frame,
@@ -14,7 +14,7 @@ the same clips (``--segments`` x ``--length`` frames each):
 Both decode the JPEG files inside the timed loop. Threads are limited to one
 (``torch.set_num_threads(1)``), as in a DataLoader worker. Prints clips/s.
 
-    python tools/bench_transforms.py --size 340x256 --segments 8 --length 4
+    python tools/bench_transforms.py --size 340x256 --num_segments 8 --length 4
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ops.cli import HelpFormatter, add_aliases  # noqa: E402
 from ops.modalities import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from ops.transforms import (  # noqa: E402
     center_crop_offset,
@@ -42,16 +43,16 @@ from ops.transforms import (  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=HelpFormatter)
     p.add_argument("--size", default="340x256", help="frame size WxH (default 340x256, Kinetics-style)")
     p.add_argument("--crop", type=int, default=224)
-    p.add_argument("--segments", type=int, default=8)
+    p.add_argument("--num_segments", dest="segments", type=int, default=8, help="segments per clip")
     p.add_argument("--length", type=int, default=4, help="frames per segment (PA: 4)")
     p.add_argument("--clips", type=int, default=10, help="clips timed per pipeline and round")
     p.add_argument("--rounds", type=int, default=3, help="timing rounds; the best is kept")
     p.add_argument("--frames", type=int, default=64, help="distinct frames written")
     p.add_argument("--seed", type=int, default=0)
-    return p
+    return add_aliases(p, {"--segments": "--num_segments"})
 
 
 def write_frames(folder: Path, n: int, width: int, height: int, seed: int) -> list[str]:

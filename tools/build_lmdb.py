@@ -23,20 +23,21 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ops.cli import HelpFormatter, add_aliases  # noqa: E402
 from ops.dataset import parse_list_file  # noqa: E402
 from ops.lmdb_store import FORMAT, META_KEY, frame_key, import_lmdb  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Build an LMDB frame store from TSN list files.")
+    p = argparse.ArgumentParser(description="Build an LMDB frame store from TSN list files.", formatter_class=HelpFormatter)
     p.add_argument("--root_path", required=True, help="data root; list paths are relative to it")
     p.add_argument("--list_file", action="append", required=True,
                    help="list file (relative to --root_path or absolute); repeat for several")
     p.add_argument("--image_tmpl", default="img_{:05d}.jpg")
-    p.add_argument("--output", required=True, help="LMDB directory to create")
+    p.add_argument("--output_dir", dest="output", required=True, help="LMDB directory to create")
     p.add_argument("--workers", type=int, default=8, help="threads reading frame files")
     p.add_argument("--commit_every", type=int, default=5000, help="frames per write transaction")
-    return p
+    return add_aliases(p, {"--output": "--output_dir"})
 
 
 def _read_video(root: str, path: str, tmpl: str, n: int) -> list[tuple[bytes, bytes]]:
@@ -57,7 +58,7 @@ def _read_video(root: str, path: str, tmpl: str, n: int) -> list[tuple[bytes, by
 def main(args: argparse.Namespace) -> dict:
     lmdb = import_lmdb()
     if os.path.exists(args.output):
-        raise SystemExit(f"{args.output} exists; remove it or choose another --output")
+        raise SystemExit(f"{args.output} exists; remove it or choose another --output_dir")
     videos: dict[str, int] = {}
     for lf in args.list_file:
         path = lf if os.path.isabs(lf) else os.path.join(args.root_path, lf)

@@ -23,12 +23,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ops.cli import HelpFormatter, add_aliases  # noqa: E402
 from ops.dataset import check_lists  # noqa: E402
 from ops.dataset_config import get_dataset_config  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Check a dataset's list files, frames and videos.")
+    p = argparse.ArgumentParser(description="Check a dataset's list files, frames and videos.", formatter_class=HelpFormatter)
     p.add_argument("--dataset", help="registry name; its train and val lists are checked")
     p.add_argument("--root_path", help="data root (default: $PAN_DATA_ROOT/<dataset>)")
     p.add_argument("--list_file", action="append", help="list file(s) to check instead of the dataset's")
@@ -39,7 +40,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="check frames in this LMDB store instead of folders (as main.py --lmdb)")
     p.add_argument("--full", action="store_true", help="decode every frame / video")
     p.add_argument("--workers", type=int, default=16)
-    return p
+    return add_aliases(p)
 
 
 def main(args: argparse.Namespace) -> list[str]:

@@ -33,6 +33,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from ops.cli import HelpFormatter, add_aliases  # noqa: E402
 from ops.files import write_text_atomic  # noqa: E402
 from ops.runtime import setup_logging  # noqa: E402
 
@@ -161,7 +162,7 @@ def parse_model(text: str) -> tuple[str, str, str | None]:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Write the Markdown table of the TSN/TSM/PAN comparison.")
+    parser = argparse.ArgumentParser(description="Write the Markdown table of the TSN/TSM/PAN comparison.", formatter_class=HelpFormatter)
     parser.add_argument("--model", action="append", type=parse_model, required=True,
                         help="NAME=EVAL_DIR[:LOG_DIR], once per row in table order; EVAL_DIR is a "
                              "test_models.py --output_dir, LOG_DIR a main.py run folder (for the training time)")
@@ -172,7 +173,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--readme", default=None,
                         help=f"also put the tables into this Markdown file, between its lines {README_BEGIN!r} "
                              f"and {README_END!r} (default: only --out)")
-    return parser
+    return add_aliases(parser, {"--output": "--out"})
 
 
 def main(args: argparse.Namespace) -> int:

@@ -36,6 +36,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ops import frame_sampling  # noqa: E402
+from ops.cli import HelpFormatter, add_aliases  # noqa: E402
 from ops.dataset import SampleLoadError, frame_numbers  # noqa: E402
 from ops.dataset_config import get_dataset_config, load_categories  # noqa: E402
 from ops.errors import PanError  # noqa: E402
@@ -277,6 +278,7 @@ def format_result(result: DemoResult) -> str:
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Classify one video file or frame folder with a PAN checkpoint and time each stage.",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("input", help="a video file (any format PyAV reads) or a folder of frames")
     parser.add_argument("--weights", required=True, help="checkpoint (.pth.tar) from main.py or a released file")
@@ -307,11 +309,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fuse_bn", action=argparse.BooleanOptionalAction, default=False,
                         help="fold BatchNorm into the convolutions before it (default: off)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
-                        help="torch.compile the model; pays off only with --repeat (default: off)")
-    parser.add_argument("--repeat", type=int, default=1,
+                        help="torch.compile the model; pays off only with --repeats (default: off)")
+    parser.add_argument("--repeats", dest="repeat", type=int, default=1,
                         help="time the network this many times after a warm-up run and report the median "
                              "(default: 1, a single cold run)")
-    return parser
+    return add_aliases(parser, {"--repeat": "--repeats"})
 
 
 def _dataset_image_tmpl(checkpoint: dict, dataset: str | None) -> str:
@@ -337,7 +339,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     try:
         if args.repeat < 1 or args.num_clips < 1 or args.top < 1:
-            raise DemoError("--repeat, --num_clips and --top must be >= 1")
+            raise DemoError("--repeats, --num_clips and --top must be >= 1")
         exported = is_exported(args.weights)
         if exported and (args.amp or args.channels_last or args.fuse_bn or args.compile):
             raise DemoError(f"{args.weights} is an exported model and runs as it was exported: drop --amp, "

@@ -54,6 +54,7 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ops import frame_sampling  # noqa: E402
+from ops.cli import HelpFormatter, add_aliases  # noqa: E402
 from ops.dataset import frame_numbers  # noqa: E402
 from ops.dataset_config import get_dataset_config, load_categories  # noqa: E402
 from ops.exported import (  # noqa: E402
@@ -361,12 +362,12 @@ def benchmark(reference: nn.Module, exported: dict[str, nn.Module], x: torch.Ten
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Export a PAN checkpoint to torch.export (.pt2) and/or ONNX, then check parity with PyTorch.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--weights", required=True, help="checkpoint (.pth.tar) from main.py or a released file")
     parser.add_argument("--format", default="pt2", choices=tuple(FORMATS),
                         help="pt2: torch.export; onnx: ONNX (needs onnx, onnxscript, onnxruntime); both")
-    parser.add_argument("--output", default=None,
+    parser.add_argument("--out", dest="output", default=None,
                         help="output path; the extension is set by --format (default: beside the checkpoint)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--categories", default=None,
@@ -401,7 +402,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for PyTorch and onnxruntime (default: torch's default)")
     parser.add_argument("--report", default=None, help="write the figures (files, parity, timings) as JSON here")
-    return parser
+    return add_aliases(parser, {"--output": "--out"})
 
 
 def output_paths(args: argparse.Namespace) -> list[str]:

@@ -23,6 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ops.cli import HelpFormatter, add_aliases  # noqa: E402
 from ops.models import PAN  # noqa: E402
 
 
@@ -118,7 +119,7 @@ def format_paper_table(rows: list[dict]) -> str:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--modality", default="Lite",
                         help="RGB, PA or Lite; a comma list sums an ensemble's streams (default: Lite)")
     parser.add_argument("--arch", default="resnet50", help="backbone (default: resnet50)")
@@ -133,7 +134,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="VAP head instead of linear + average (default: on)")
     parser.add_argument("--paper-table", action="store_true",
                         help="print the paper's model table beside the computed figures and exit")
-    return parser
+    return add_aliases(parser)
 
 
 def main(args: argparse.Namespace) -> None:

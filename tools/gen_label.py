@@ -36,7 +36,12 @@ import argparse
 import csv
 import json
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+from ops.cli import HelpFormatter, add_aliases  # noqa: E402
 
 #: Default frame folder (under the root) and list names, per dataset.
 DEFAULTS = {
@@ -50,7 +55,7 @@ DEFAULTS = {
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Category file and train/val lists from official annotations.")
+    p = argparse.ArgumentParser(description="Category file and train/val lists from official annotations.", formatter_class=HelpFormatter)
     p.add_argument("dataset", choices=sorted(DEFAULTS))
     p.add_argument("--root_path", required=True, help="data root: lists and category.txt are written here")
     p.add_argument("--anno_dir", required=True, help="folder holding the official annotation files")
@@ -61,7 +66,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=16, help="threads counting frames")
     p.add_argument("--allow-missing", dest="allow_missing", action="store_true",
                    help="leave listed videos without frames out of the lists (counted) instead of stopping")
-    return p
+    return add_aliases(p)
 
 
 # ----------------------------------------------------------- annotation readers

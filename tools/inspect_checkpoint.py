@@ -23,6 +23,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from ops.cli import HelpFormatter, add_aliases  # noqa: E402
 from ops.inference import (  # noqa: E402
     CONFIG_FIELDS,
     fields_of_checkpoint,
@@ -40,14 +41,14 @@ SCALAR_FIELDS = ("epoch", "arch", "modality", "num_segments", "best_prec1")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("checkpoints", nargs="+", help="checkpoint files to inspect")
     parser.add_argument("--num_class", type=int, default=None,
                         help="class count of the model to build (default: the checkpoint's classifier size)")
     parser.add_argument("--modality", default=None, help="override the modality (RGB, PA, Lite)")
     parser.add_argument("--arch", default=None, help="override the backbone")
     parser.add_argument("--num_segments", type=int, default=None, help="override the segment count")
-    return parser
+    return add_aliases(parser)
 
 
 def _row(values: dict) -> str:

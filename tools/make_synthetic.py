@@ -47,6 +47,9 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+from ops.cli import HelpFormatter, add_aliases  # noqa: E402
+
 logger = logging.getLogger("make_synthetic")
 
 #: Bumped whenever the rendered pixels or the layout change; part of the manifest.
@@ -659,8 +662,8 @@ def generate(out: str | os.PathLike[str] = DEFAULT_OUT, seed: int = 0, size: int
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line options of ``tools/make_synthetic.py``."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", default=str(DEFAULT_OUT), help="output root")
+                                formatter_class=HelpFormatter)
+    p.add_argument("--output_dir", dest="out", default=str(DEFAULT_OUT), help="output root")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (non-negative)")
     p.add_argument("--size", type=int, default=64, help="frame height and width")
     p.add_argument("--frames", type=int, default=32, help="frames per video")
@@ -670,7 +673,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="worker processes")
     p.add_argument("--force", action="store_true", help="replace an existing different dataset")
     p.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
-    return p
+    return add_aliases(p, {"--out": "--output_dir"})
 
 
 def main(args: argparse.Namespace) -> int:

@@ -30,6 +30,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from ops.cli import HelpFormatter, add_aliases  # noqa: E402
 from ops.files import atomic_write  # noqa: E402
 from ops.pictures import require_matplotlib  # noqa: E402
 
@@ -171,13 +172,13 @@ def plot_runs(folders: list[str], out: str, names: list[str] | None = None, titl
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Draw training curves (loss, top-1, top-5, learning rate) of "
-                                                 "main.py run folders into one PNG, runs overlaid.")
+                                                 "main.py run folders into one PNG, runs overlaid.", formatter_class=HelpFormatter)
     parser.add_argument("runs", nargs="+", metavar="RUN_FOLDER", help="main.py run folders (<root_log>/<store_name>)")
     parser.add_argument("--out", required=True, help="PNG file to write (its folder is created)")
     parser.add_argument("--name", action="append", default=None,
                         help="legend name of each run, in order (repeat; default: the folder names)")
     parser.add_argument("--title", default=None, help="title of the picture (default: the runs' names)")
-    return parser
+    return add_aliases(parser, {"--output": "--out"})
 
 
 def main(args: argparse.Namespace) -> int:

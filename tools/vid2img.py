@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ops.cli import HelpFormatter, add_aliases  # noqa: E402
 from ops.frame_sources import VIDEO_EXTENSIONS as VIDEO_EXTS  # noqa: E402
 from ops.transforms import scaled_size  # noqa: E402
 from tools.gen_label import kinetics_class_folder  # noqa: E402
@@ -50,7 +51,7 @@ LAYOUTS = {
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Videos -> frame folders (PyAV).")
+    p = argparse.ArgumentParser(description="Videos -> frame folders (PyAV).", formatter_class=HelpFormatter)
     p.add_argument("src", help="folder searched recursively for videos")
     p.add_argument("dst", help="folder receiving one frame folder per video")
     p.add_argument("--layout", choices=sorted(LAYOUTS), default="flat")
@@ -61,7 +62,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--quality", type=int, default=95, help="JPEG quality")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--counts_file", help="also write '<folder> <num_frames>' lines here")
-    return p
+    return add_aliases(p)
 
 
 def find_videos(src: str, exts: tuple[str, ...]) -> list[str]:

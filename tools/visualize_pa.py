@@ -19,7 +19,7 @@ given with ``--gradcam_class``. It works for Lite, RGB and PA checkpoints
 frames at their own size, so the overlay lines up with the frames shown (on
 frames of 32 pixels the last stage of a ResNet is 1x1, so the map then only
 ranks the segments; at 224 it is 7x7). It needs the checkpoint's own segment
-count (the default of ``--segments`` then).
+count (the default of ``--num_segments`` then).
 
     python tools/visualize_pa.py data/synthetic/videos/video_001200.mp4 --out pa.png
     python tools/visualize_pa.py data/synthetic/frames/video_001200 \\
@@ -43,6 +43,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from ops.cli import HelpFormatter, add_aliases  # noqa: E402
 from ops.dataset import SampleLoadError  # noqa: E402
 from ops.dataset_config import load_categories  # noqa: E402
 from ops.inference import load_checkpoint_model  # noqa: E402
@@ -147,8 +148,8 @@ def visualize(
                         "(an RGB model has no PA)")
     draw_cam = gradcam is not False and model is not None
     if draw_cam and segments != model.num_segments:
-        message = (f"Grad-CAM needs the checkpoint's {model.num_segments} segments, not --segments {segments} "
-                   f"(leave --segments out)")
+        message = (f"Grad-CAM needs the checkpoint's {model.num_segments} segments, not --num_segments {segments} "
+                   f"(leave --num_segments out)")
         if gradcam:
             raise DemoError(message)
         logger.info("no Grad-CAM column: %s", message)
@@ -174,14 +175,14 @@ def visualize(
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Write a PNG grid of video frames and their PA maps.")
+    parser = argparse.ArgumentParser(description="Write a PNG grid of video frames and their PA maps.", formatter_class=HelpFormatter)
     parser.add_argument("input", help="a video file (any format PyAV reads) or a folder of frames")
     parser.add_argument("--out", required=True, help="PNG file to write (its folder is created)")
     parser.add_argument("--weights", default=None,
                         help="PA or Lite checkpoint whose trained PA to draw (default: none, only a fresh PA)")
     parser.add_argument("--untrained", action=argparse.BooleanOptionalAction, default=True,
                         help="also draw the maps of a fresh, untrained PA (default: on)")
-    parser.add_argument("--segments", type=int, default=None,
+    parser.add_argument("--num_segments", dest="segments", type=int, default=None,
                         help="rows of the grid, evenly spread (default: the checkpoint's segments, else 4)")
     parser.add_argument("--data_length", type=int, default=DEFAULT_PA_LENGTH,
                         help="frames per segment m of a fresh PA (default: 4, as in the paper); "
@@ -190,21 +191,21 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scale", type=int, default=None,
                         help="integer enlargement of the tiles (default: tiles at least 96 pixels high)")
     parser.add_argument("--gradcam", action=argparse.BooleanOptionalAction, default=None,
-                        help="with --weights: draw the Grad-CAM column (default: when --segments is the "
+                        help="with --weights: draw the Grad-CAM column (default: when --num_segments is the "
                              "checkpoint's own)")
     parser.add_argument("--gradcam_class", type=int, default=None,
                         help="class whose evidence Grad-CAM shows (default: the predicted class)")
     parser.add_argument("--categories", default=None, help="class names, one per line, for the Grad-CAM label")
     parser.add_argument("--image_tmpl", default=DEFAULT_IMAGE_TMPL,
                         help="frame file names in a frame folder (default: img_{:05d}.jpg)")
-    return parser
+    return add_aliases(parser, {"--segments": "--num_segments", "--output": "--out"})
 
 
 def main(args: argparse.Namespace) -> int:
     """Write the picture; returns the exit status (2 for unusable input, with the reason logged)."""
     if (args.segments is not None and args.segments < 1) or args.data_length < 2 or \
             (args.scale is not None and args.scale < 1):
-        logger.error("--segments and --scale must be >= 1 and --data_length >= 2")
+        logger.error("--num_segments and --scale must be >= 1 and --data_length >= 2")
         return 2
     try:
         image = visualize(args.input, args.out, args.weights, args.segments, args.data_length, args.seed,
