@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -57,6 +58,31 @@ class MissingDependencyError(PanError, ImportError):
 
 class ExportedModelError(PanError, ValueError):
     """An exported file that cannot be used (unknown extension, no or newer metadata, wrong input)."""
+
+
+def write_onnx(program: torch.export.ExportedProgram, path: str, input_names: list[str],
+               output_names: list[str], metadata: dict[str, str]) -> None:
+    """Convert ``program`` with the dynamo ONNX exporter and write it to ``path`` with ``metadata`` as the
+    model's ``metadata_props``; the file appears complete or not at all (a temporary sibling renamed).
+
+    Raises :class:`MissingDependencyError` naming ``onnx`` or ``onnxscript`` when one is missing.
+    """
+    for package in ("onnx", "onnxscript"):
+        require(package, "ONNX export")
+    for name in ("onnxscript", "onnx_ir"):  # their INFO lines list every rewrite, hundreds per model
+        logging.getLogger(name).setLevel(logging.WARNING)
+    onnx_program = torch.onnx.export(program, dynamo=True, input_names=input_names, output_names=output_names,
+                                     verbose=False)
+    for key, value in metadata.items():
+        onnx_program.model.metadata_props[key] = value
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp.onnx")
+    try:
+        onnx_program.save(tmp, external_data=False)  # writes by path, so atomic_write cannot wrap it
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def require(package: str, purpose: str | None = None) -> Any:

@@ -453,7 +453,7 @@ def export_step(stream: StreamingPAN, path: str, height: int, width: int, **extr
     Returns the metadata written with it (``extra`` added to :func:`step_metadata`).
     """
     from ops.files import atomic_write
-    from ops.exported import backend_of, require
+    from ops.exported import backend_of, write_onnx
 
     backend = backend_of(path)
     plain = traceable_stream(stream)
@@ -466,22 +466,8 @@ def export_step(stream: StreamingPAN, path: str, height: int, width: int, **extr
         program.example_inputs = None
         atomic_write(path, lambda f: torch.export.save(program, f, extra_files={STEP_METADATA_NAME: text}))
         return metadata
-    for package in ("onnx", "onnxscript"):
-        require(package, "ONNX export")
-    for name in ("onnxscript", "onnx_ir"):
-        logging.getLogger(name).setLevel(logging.WARNING)
     names_in, names_out = step_names(plain)
-    onnx_program = torch.onnx.export(program, dynamo=True, input_names=names_in, output_names=names_out,
-                                     verbose=False)
-    onnx_program.model.metadata_props[STEP_METADATA_NAME] = text
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp.onnx")
-    try:
-        onnx_program.save(tmp, external_data=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write_onnx(program, path, names_in, names_out, {STEP_METADATA_NAME: text})
     return metadata
 
 

@@ -66,6 +66,7 @@ from ops.exported import (  # noqa: E402
     ExportMetadata,
     MissingDependencyError,
     require,
+    write_onnx,
 )
 from ops.files import atomic_write, file_sha256  # noqa: E402
 from ops.inference import load_checkpoint_model  # noqa: E402
@@ -177,23 +178,8 @@ def save_pt2(program: torch.export.ExportedProgram, metadata: ExportMetadata, pa
 
 def save_onnx(program: torch.export.ExportedProgram, metadata: ExportMetadata, path: str) -> None:
     """Convert ``program`` with the dynamo exporter and write it with its metadata (``metadata_props``)."""
-    for package in ("onnx", "onnxscript"):
-        require(package, "ONNX export")
-    for name in ("onnxscript", "onnx_ir"):  # their INFO lines list every rewrite, hundreds per model
-        logging.getLogger(name).setLevel(logging.WARNING)
-    onnx_program = torch.onnx.export(program, dynamo=True, input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
-                                     verbose=False)
-    onnx_program.model.metadata_props[METADATA_NAME] = metadata.to_json()
-    for key, value in metadata.summary().items():
-        onnx_program.model.metadata_props[f"pan.{key}"] = str(value)
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp.onnx")
-    try:
-        onnx_program.save(tmp, external_data=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    props = {METADATA_NAME: metadata.to_json(), **{f"pan.{k}": str(v) for k, v in metadata.summary().items()}}
+    write_onnx(program, path, [ONNX_INPUT], [ONNX_OUTPUT], props)
 
 
 @dataclass
