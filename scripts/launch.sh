@@ -11,15 +11,7 @@
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 python="${PYTHON:-python}"
-nproc="${NPROC:-1}"
-nnodes="${NNODES:-1}"
-for var in NPROC NNODES; do
-    value="${!var:-1}"
-    if ! [[ "$value" =~ ^[1-9][0-9]*$ ]]; then
-        echo "$var must be a positive integer, got '$value'" >&2
-        exit 2
-    fi
-done
+source "$repo/scripts/process_counts.sh"
 entry="$1"
 shift
 if [ "$nnodes" -gt 1 ]; then

@@ -8,15 +8,7 @@
 #   NPROC, NNODES, NODE_RANK, RDZV_ENDPOINT, PYTHON and PAN_DRY_RUN as in scripts/launch.sh.
 # Extra arguments come last, so they override the script's (e.g. -b 8 --lr 0.00125 on a small GPU).
 set -euo pipefail
-nproc="${NPROC:-1}"
-nnodes="${NNODES:-1}"
-for var in NPROC NNODES; do
-    value="${!var:-1}"
-    if ! [[ "$value" =~ ^[1-9][0-9]*$ ]]; then
-        echo "$var must be a positive integer, got '$value'" >&2
-        exit 2
-    fi
-done
+source "$(dirname "${BASH_SOURCE[0]}")/../process_counts.sh"
 total="$1"
 shift
 processes=$(( nproc * nnodes ))
