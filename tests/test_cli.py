@@ -77,3 +77,18 @@ def test_tools_share_the_projects_option_names_and_keep_their_old_ones(tool, can
         args = parser.parse_args(argv)
         assert str(getattr(args, dest)) == value, (flag, argv)
     assert canonical in parser.format_help() and other not in parser.format_help().replace(canonical, "")
+
+
+LIGHT_TOOLS = ["check_data", "compare_models", "gen_label", "make_synthetic", "plot_run"]
+
+
+@pytest.mark.parametrize("tool", LIGHT_TOOLS)
+def test_help_of_tools_that_need_no_model_does_not_import_torch(tool):
+    """Their --help answers at once (torch takes a second or more to import)."""
+    import subprocess
+
+    probe = (f"import runpy, sys\nsys.argv = [{str(REPO / 'tools' / (tool + '.py'))!r}, '--help']\n"
+             "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\nexcept SystemExit:\n    pass\n"
+             "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip().endswith("False"), out.stdout[-500:]

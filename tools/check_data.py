@@ -24,8 +24,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ops.cli import HelpFormatter, add_aliases  # noqa: E402
-from ops.dataset import check_lists  # noqa: E402
-from ops.dataset_config import get_dataset_config  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -44,6 +42,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> list[str]:
+    # Here, not at the top: --help need not import torch.
+    from ops.dataset import check_lists
+    from ops.dataset_config import get_dataset_config
+
     if args.dataset:
         cfg = get_dataset_config(args.dataset, args.root_path, image_tmpl=args.image_tmpl,
                                  num_class=args.num_class, video=args.video or None)

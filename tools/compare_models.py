@@ -35,7 +35,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ops.cli import HelpFormatter, add_aliases  # noqa: E402
 from ops.files import write_text_atomic  # noqa: E402
-from ops.runtime import setup_logging  # noqa: E402
 
 logger = logging.getLogger("compare_models")
 
@@ -206,5 +205,8 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
+    parsed = get_args_parser().parse_args()
+    from ops.runtime import setup_logging  # after the arguments: --help need not import torch
+
     setup_logging(True)
-    sys.exit(main(get_args_parser().parse_args()))
+    sys.exit(main(parsed))

@@ -32,7 +32,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ops.cli import HelpFormatter, add_aliases  # noqa: E402
 from ops.files import atomic_write  # noqa: E402
-from ops.pictures import require_matplotlib  # noqa: E402
 
 logger = logging.getLogger("plot_run")
 
@@ -114,6 +113,8 @@ def running_mean(values: np.ndarray, window: int) -> np.ndarray:
 
 def draw(runs: list[RunCurves], title: str | None = None):
     """A matplotlib Figure (no pyplot) with four panels: loss, top-1, top-5, learning rate."""
+    from ops.pictures import require_matplotlib  # here, not at the top: --help need not import torch
+
     require_matplotlib("tools/plot_run.py")
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
