@@ -67,7 +67,6 @@ from ops.exported import load_evaluation_model
 from ops.frame_sampling import num_test_views
 from ops.inference import (
     InferenceOptions,
-    load_checkpoint_model,
     prepare_model,
     read_checked_checkpoint,
     resolve_model_config,

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from ops.inference import load_checkpoint_model
-from ops.pictures import grad_cam, overlay_cams
+from ops.pictures import GridLayout, grad_cam, overlay_cams
 from tests.test_demo import SEGMENTS, SIZE, save_random_checkpoint, write_clip
 from tools import visualize_pa as viz
 
@@ -88,7 +88,7 @@ def test_visualize_pa_draws_a_grad_cam_column_beside_the_pa_maps(tmp_path, clip,
     out = tmp_path / "cam.png"
     image = viz.visualize(str(clip["mp4"]), str(out), weights=str(checkpoints[modality]), scale=1)
     groups = 1 if modality == "RGB" else 2  # untrained PA, plus the checkpoint's own PA for PA and Lite
-    layout = viz.GridLayout(rows=SEGMENTS, frames=4, maps=3, tile_w=SIZE, tile_h=SIZE, groups=groups, cams=1)
+    layout = GridLayout(rows=SEGMENTS, frames=4, maps=3, tile_w=SIZE, tile_h=SIZE, groups=groups, cams=1)
     with Image.open(out) as png:
         assert png.size == image.size == layout.size
         pixels = np.asarray(png.convert("RGB")).astype(int)
@@ -107,4 +107,4 @@ def test_grad_cam_needs_the_checkpoints_segment_count(tmp_path, clip, checkpoint
     assert "Grad-CAM needs the checkpoint's 4 segments" in caplog.text and not out.exists()
     assert viz.main(viz.get_args_parser().parse_args(argv)) == 0  # without --gradcam: drawn without it
     with Image.open(out) as png:
-        assert png.size == viz.GridLayout(rows=2, frames=4, maps=3, tile_w=96, tile_h=96, groups=2).size
+        assert png.size == GridLayout(rows=2, frames=4, maps=3, tile_w=96, tile_h=96, groups=2).size

@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from ops import pictures
 from tests.test_demo import SIZE, save_random_checkpoint, write_clip
 from tools import visualize_pa as viz
 
@@ -45,14 +46,14 @@ def test_fresh_pa_lights_up_the_moving_boundary_and_not_the_static_background():
     for pa_map in maps[0]:
         moving, static = pa_map[changed].mean(), pa_map[~near].mean()
         assert moving > 1000 * static
-        shown = viz.normalize_for_display(pa_map)
+        shown = pictures.normalize_for_display(pa_map)
         assert shown[changed].mean() > 0.3 and shown[~near].max() < 0.01
 
 
 def test_writes_a_png_with_one_row_per_segment_of_frames_then_maps(tmp_path, clip):
     out = tmp_path / "pictures" / "pa.png"
     image = viz.visualize(str(clip["mp4"]), str(out), segments=3, scale=2)
-    layout = viz.GridLayout(rows=3, frames=4, maps=3, tile_w=2 * SIZE, tile_h=2 * SIZE)
+    layout = pictures.GridLayout(rows=3, frames=4, maps=3, tile_w=2 * SIZE, tile_h=2 * SIZE)
     with Image.open(out) as png:
         assert png.format == "PNG" and png.mode == "RGB"
         assert png.size == image.size == layout.size
@@ -62,7 +63,7 @@ def test_writes_a_png_with_one_row_per_segment_of_frames_then_maps(tmp_path, cli
     assert pixels[y:y + layout.tile_h, x:x + layout.tile_w].std() > 0
     x, y = layout.origin(0, layout.frames)
     tile = pixels[y:y + layout.tile_h, x:x + layout.tile_w].reshape(-1, 3)
-    palette = viz.colorize(np.linspace(0, 1, 1024)).reshape(-1, 3).astype(int)
+    palette = pictures.colorize(np.linspace(0, 1, 1024)).reshape(-1, 3).astype(int)
     nearest = np.abs(tile[:, None, :].astype(int) - palette[None]).sum(axis=2).min(axis=1)
     assert nearest.max() <= 3
     assert [p.name for p in out.parent.iterdir()] == ["pa.png"]  # no temporary file left behind
@@ -75,10 +76,10 @@ def test_draws_a_checkpoints_trained_pa_beside_the_untrained_one(tmp_path, clip)
     assert torch.equal(pa.shallow_conv.weight, checkpoint["state_dict"]["PA.shallow_conv.weight"])
     assert "lite.pth.tar" in name and "Lite" in name
     image = viz.visualize(str(clip["frames"]), str(tmp_path / "both.png"), weights=str(lite), segments=2, scale=1)
-    assert image.size == viz.GridLayout(rows=2, frames=4, maps=3, tile_w=SIZE, tile_h=SIZE, groups=2).size
+    assert image.size == pictures.GridLayout(rows=2, frames=4, maps=3, tile_w=SIZE, tile_h=SIZE, groups=2).size
     alone = viz.visualize(str(clip["frames"]), str(tmp_path / "trained.png"), weights=str(lite), segments=2,
                           scale=1, untrained=False)
-    assert alone.size == viz.GridLayout(rows=2, frames=4, maps=3, tile_w=SIZE, tile_h=SIZE, groups=1).size
+    assert alone.size == pictures.GridLayout(rows=2, frames=4, maps=3, tile_w=SIZE, tile_h=SIZE, groups=1).size
 
 
 def test_an_rgb_checkpoint_has_no_pa_to_draw(tmp_path):
@@ -104,6 +105,6 @@ def test_bad_input_leaves_no_picture(tmp_path, capsys):
 
 
 def test_display_scale_runs_dark_to_bright_and_a_still_map_stays_black():
-    ends = viz.colorize(np.array([[0.0, 1.0]]))
+    ends = pictures.colorize(np.array([[0.0, 1.0]]))
     assert ends[0, 0].sum() < 20 and ends[0, 1].sum() > 600
-    assert not viz.normalize_for_display(np.full((8, 8), 3e-6, np.float32)).any()
+    assert not pictures.normalize_for_display(np.full((8, 8), 3e-6, np.float32)).any()

@@ -49,14 +49,10 @@ from ops.dataset_config import load_categories  # noqa: E402
 from ops.inference import load_checkpoint_model  # noqa: E402
 from ops.modalities import DEFAULT_PA_LENGTH  # noqa: E402
 from ops.PAN_modules import PA  # noqa: E402
-from ops.pictures import (  # noqa: E402,F401  (re-exported: the drawing lives in ops/pictures.py)
-    DISPLAY_PERCENTILE,
-    GridLayout,
-    colorize,
+from ops.pictures import (  # noqa: E402
     compute_pa_maps,
     frames_to_tensor,
     grad_cam,
-    normalize_for_display,
     overlay_cams,
     render_grid,
     save_png_atomic,
