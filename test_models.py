@@ -61,9 +61,9 @@ from ops.evaluation import (
     save_results,
     submission_rows,
     write_submission,
-    write_text_atomic,
 )
 from ops.exported import load_evaluation_model
+from ops.files import write_text_atomic
 from ops.frame_sampling import num_test_views
 from ops.inference import (
     InferenceOptions,

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from ops import evaluation as ev
+from ops.files import atomic_write
 
 SCORES = np.array(
     [
@@ -112,7 +113,7 @@ def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path):
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        ev.atomic_write(str(target), explode)
+        atomic_write(str(target), explode)
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 
 
