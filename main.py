@@ -63,6 +63,7 @@ from ops.runtime import (
     setup_logging,
 )
 from ops.samplers import ResumableSampler, ShardSampler, loader_generator, seed_worker
+from ops.small_maps import trim_small_maps
 from ops.stop_signal import StopRequest, TrainingInterrupted
 from ops.train_args import check_args, get_args_parser, resolve_args
 from ops.training_state import (
@@ -322,6 +323,8 @@ def _run(args: argparse.Namespace, device: torch.device, info: DistInfo, run: Ru
     start_epoch, start_step, best_prec1 = point.epoch, point.step_in_epoch, point.best_prec1
 
     model.to(device)
+    if args.trim_small_maps:
+        trim_small_maps(model)
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
     if args.sync_bn and info.distributed:

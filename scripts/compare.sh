@@ -29,7 +29,7 @@ workers=$(( $(nproc) / 2 )); [ "$workers" -ge 1 ] || workers=1
 # The quickstart's full configuration (see scripts/quickstart.sh): keep both scripts in step.
 data_flags=(--size 32 --frames 32 --train-per-class 100 --val-per-class 20)
 train_flags=(--arch resnet18 --num_segments 8 --crop_size 28 --scale_size 32 --epochs "${PAN_COMPARE_EPOCHS:-25}"
-             -b 16 --lr 0.02 --warmup 1 --lr_type cos --dropout 0.2 --no-fc_lr5 --pretrain none
+             -b 16 --lr 0.02 --warmup 1 --lr_type cos --dropout 0.2 --no-fc_lr5 --trim_small_maps --pretrain none
              --seed 0)
 crop=28
 segments=8

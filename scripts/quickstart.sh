@@ -78,7 +78,7 @@ done_step
 
 step train "training PAN Lite (resnet18 from scratch, TSM shift, VAP) on $device"
 python main.py synthetic Lite --root_path "$data" --arch resnet18 "${train_flags[@]}" \
-    --lr_type cos --no-fc_lr5 --shift --shift_div 8 --shift_place blockres --VAP --pretrain none \
+    --lr_type cos --no-fc_lr5 --trim_small_maps --shift --shift_div 8 --shift_place blockres --VAP --pretrain none \
     --seed 0 --device "$device" -j "$workers" --eval-freq 1 --print-freq 10 \
     --root_log "$out/log" --root_model "$out/checkpoints" --store_name "$run" --resume auto
 done_step

@@ -55,7 +55,7 @@ python tools/make_synthetic.py --output_dir "$data" "${data_flags[@]}" --workers
 
 echo "=== [$(( SECONDS - start ))s] training PAN Lite with a one-way shift (resnet18 from scratch, VAP)"
 python main.py synthetic Lite --root_path "$data" --arch resnet18 "${train_flags[@]}" --crop_size 28 \
-    --scale_size 32 --dropout 0.2 --lr_type cos --no-fc_lr5 --shift --shift_mode online --VAP --pretrain none \
+    --scale_size 32 --dropout 0.2 --lr_type cos --no-fc_lr5 --trim_small_maps --shift --shift_mode online --VAP --pretrain none \
     --seed 0 --device cpu -j "$workers" --eval-freq 100 --print-freq 50 \
     --root_log "$out/log" --root_model "$out/checkpoints" --store_name "$run" --resume auto
 train_s=$(( SECONDS - start ))

@@ -16,7 +16,7 @@ change.
     python tools/bench_train.py --main-args "synthetic Lite --arch resnet50 --crop_size 224 -b 4 --pretrain none"
 
 A variant is ``plain`` or a comma list of main.py's fast-path flags without
-their dashes: ``amp``, ``channels_last``, ``compile`` (compile time is
+their dashes: ``amp``, ``channels_last``, ``compile``, ``trim_small_maps`` (compile time is
 excluded: the warm-up steps include it).
 """
 
@@ -43,6 +43,7 @@ from ops.engine import StepSettings, backward, forward_loss, optimizer_step  # n
 from ops.lr_schedule import build_param_groups  # noqa: E402
 from ops.runtime import resolve_device, setup_logging  # noqa: E402
 from ops.train_args import get_args_parser as main_args_parser  # noqa: E402
+from ops.small_maps import trim_small_maps  # noqa: E402
 from tools.bench_inference import machine_description  # noqa: E402
 
 #: The quickstart's training command line (scripts/quickstart.sh, full mode), less the run folders.
@@ -50,7 +51,7 @@ QUICKSTART_ARGS = ("synthetic Lite --arch resnet18 --num_segments 8 --crop_size 
                    "--lr 0.02 --dropout 0.2 --no-fc_lr5 --shift --shift_div 8 --shift_place blockres --VAP "
                    "--pretrain none --seed 0")
 DEFAULT_VARIANTS = ("plain", "channels_last", "amp", "amp,channels_last", "compile")
-FAST_FLAGS = ("amp", "channels_last", "compile")
+FAST_FLAGS = ("amp", "channels_last", "compile", "trim_small_maps")
 
 
 def parse_variant(text: str) -> tuple[str, ...]:
@@ -93,6 +94,8 @@ class Trainer:
         model = copy.deepcopy(model).to(device).train()
         if self.settings.channels_last:
             model.to(memory_format=torch.channels_last)
+        if "--trim_small_maps" in flags:
+            trim_small_maps(model)
         self.optimizer = torch.optim.SGD(
             build_param_groups(model.get_optim_policies(), main_args.lr, main_args.weight_decay),
             lr=main_args.lr, momentum=main_args.momentum, weight_decay=main_args.weight_decay)
