@@ -9,19 +9,33 @@ channels and 128 maps, against 5 ms for the centre tap alone).
 
 :func:`trim_small_maps` makes a model's convolutions keep only the taps that
 can reach the input, padding the input explicitly where a side still needs it.
+Where a map has fewer pixels than the kernel has taps (layer3's 2x2 maps), every
+tap still reaches the input, yet each output reads at most one tap per input
+pixel: the convolution is then one matrix product with a dense matrix gathered
+from the kernel (``[C_out * H_out * W_out, C_in * H * W]``, 4/9 of the 3x3
+work on a 2x2 map), which oneDNN's AVX2 kernels run 2-3x faster than the
+convolution (measured: 101 ms against 41 ms forward+backward, 256 channels,
+128 maps, one thread).
+
 The result is the same convolution: the same outputs and the same gradients
-(those of the dropped taps are zero either way), the same parameters and
-``state_dict``. Where every tap reaches the input (224x224 inputs throughout a
-ResNet) nothing changes at all.
+(those of the dropped taps are zero either way) up to the order of floating-point
+sums, the same parameters and ``state_dict``. Where every tap reaches the input
+and the map is not smaller than the kernel (224x224 inputs throughout a ResNet)
+nothing changes at all.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
 @functools.lru_cache(maxsize=256)
@@ -32,7 +46,7 @@ def reachable_taps(size: int, kernel: int, stride: int, padding: int, dilation: 
     with; convolving the input, padded by ``pad_before``/``pad_after`` (negative
     values crop), with those taps alone and no padding gives the same outputs.
     """
-    out = (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+    out = conv_output_size(size, kernel, stride, padding, dilation)
     reached = [i for i in range(kernel)
                if any(0 <= o * stride - padding + i * dilation < size for o in range(out))]
     if not reached:  # every tap meets padding only: keep the convolution as it is
@@ -42,6 +56,38 @@ def reachable_taps(size: int, kernel: int, stride: int, padding: int, dilation: 
     span = (last - first) * dilation
     after = (out - 1) * stride - before + span - (size - 1)
     return first, last, before, after
+
+
+@functools.lru_cache(maxsize=256)
+def dense_tap_index(height: int, width: int, kernel: tuple[int, int], stride: tuple[int, int],
+                    padding: tuple[int, int], dilation: tuple[int, int]) -> torch.Tensor:
+    """``[H_out * W_out, H * W]``: the kernel tap (``row * kw + column``) that joins each output pixel to each
+    input pixel, or ``kh * kw`` (an extra zero tap) where none does."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
+    out_h, out_w = conv_output_size(height, kh, sh, ph, dh), conv_output_size(width, kw, sw, pw, dw)
+    index = torch.full((out_h * out_w, height * width), kh * kw, dtype=torch.long)
+    for oh, ow, i, j in itertools.product(range(out_h), range(out_w), range(kh), range(kw)):
+        ih, iw = oh * sh - ph + i * dh, ow * sw - pw + j * dw
+        if 0 <= ih < height and 0 <= iw < width:
+            index[oh * out_w + ow, ih * width + iw] = i * kw + j
+    return index
+
+
+def conv2d_dense(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor,
+                 bias: torch.Tensor | None) -> torch.Tensor:
+    """``conv``'s convolution (``groups == 1``) of a small map ``x`` ``[N, C, H, W]`` as one matrix product:
+    the kernel's taps are gathered into the dense ``[C_out * H_out * W_out, C * H * W]`` matrix it applies."""
+    n, channels, height, width = x.shape
+    padding = conv.padding if isinstance(conv.padding, tuple) else (conv.padding, conv.padding)
+    index = dense_tap_index(height, width, conv.kernel_size, conv.stride, padding, conv.dilation)
+    out_h, out_w = (conv_output_size(size, k, s, p, d) for size, k, s, p, d in
+                    zip((height, width), conv.kernel_size, conv.stride, padding, conv.dilation))
+    out_channels = weight.shape[0]
+    taps = torch.cat([weight.flatten(2), weight.new_zeros(out_channels, channels, 1)], dim=2)
+    matrix = taps[:, :, index.to(weight.device)]  # [C_out, C, H_out*W_out, H*W]
+    matrix = matrix.transpose(1, 2).reshape(out_channels * out_h * out_w, channels * height * width)
+    out = (x.reshape(n, channels * height * width) @ matrix.t()).view(n, out_channels, out_h, out_w)
+    return out if bias is None else out + bias.view(1, -1, 1, 1)
 
 
 def conv2d_reachable(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor,
@@ -60,6 +106,9 @@ def conv2d_reachable(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor,
 
 def _trimmed_conv_forward(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor,
                           bias: torch.Tensor | None) -> torch.Tensor:
+    kh, kw = conv.kernel_size
+    if conv.groups == 1 and x.dim() == 4 and x.shape[-2] * x.shape[-1] < kh * kw:
+        return conv2d_dense(conv, x, weight, bias)
     return conv2d_reachable(conv, x, weight, bias)
 
 

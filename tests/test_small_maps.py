@@ -39,6 +39,34 @@ def test_outputs_and_gradients_equal_the_plain_convolution(size, kernel, stride,
         torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
 
 
+def test_a_map_with_fewer_pixels_than_kernel_taps_is_one_matrix_product_not_a_convolution(monkeypatch):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 6, 3, padding=1).double()  # layer3's case: 3x3 on 2x2 maps, every tap meets the input
+    x = torch.randn(5, 8, 2, 2, dtype=torch.double)
+    expected = conv(x)
+    trim_small_maps(conv)
+
+    def no_convolution(*args, **kwargs):
+        raise AssertionError("F.conv2d called on a 2x2 map")
+
+    monkeypatch.setattr("ops.small_maps.F.conv2d", no_convolution)
+    torch.testing.assert_close(conv(x), expected, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3])
+def test_grouped_convolutions_on_small_maps_equal_the_plain_convolution(size):
+    torch.manual_seed(size)
+    conv = nn.Conv2d(6, 6, 3, padding=1, groups=6).double()  # mobilenet_v2's depthwise 3x3
+    x = torch.randn(2, 6, size, size, dtype=torch.double, requires_grad=True)
+    plain = conv(x)
+    expected = torch.autograd.grad(plain.square().sum(), (x, conv.weight))
+    trim_small_maps(conv)
+    trimmed = conv(x)
+    torch.testing.assert_close(trimmed, plain, atol=1e-12, rtol=0)
+    for a, b in zip(torch.autograd.grad(trimmed.square().sum(), (x, conv.weight)), expected):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
 def pan(seed: int = 0) -> PAN:
     torch.manual_seed(seed)
     return PAN(5, 4, "Lite", base_model="resnet18", pretrain=None, is_shift=True, has_VAP=True, partial_bn=False,
