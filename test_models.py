@@ -66,7 +66,9 @@ from ops.exported import load_evaluation_model
 from ops.files import write_text_atomic
 from ops.frame_sampling import num_test_views
 from ops.inference import (
+    FAST_PATHS,
     InferenceOptions,
+    choose_fast_path,
     prepare_model,
     read_checked_checkpoint,
     resolve_model_config,
@@ -179,6 +181,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="torch.compile the model (falls back to eager with a warning if it fails)")
     parser.add_argument("--compile_mode", default=None,
                         help="torch.compile mode, e.g. max-autotune; default: torch's default")
+    parser.add_argument("--fast", default=None, choices=FAST_PATHS,
+                        help="a whole fast path instead of the flags above: auto (the best for this machine, "
+                             "logged with the reason), bf16, int8 (backbone quantized, calibrated on the first "
+                             "batch; CPU), fp32 (folded BatchNorm + channels-last)")
     # --- outputs
     parser.add_argument("--overwrite", action=bool_flag, default=False,
                         help="replace the files of an --output_dir that already holds some, once this "
@@ -319,6 +325,11 @@ def _run(args: argparse.Namespace, device: torch.device, dist_info) -> dict:
     coeffs = parse_list(args.coeff, len(weights), float, "--coeff")
     options = InferenceOptions(amp=args.amp, amp_dtype=args.amp_dtype, channels_last=args.channels_last,
                                fuse_bn=args.fuse_bn, compile=args.compile, compile_mode=args.compile_mode)
+    if args.fast:
+        if args.amp or args.channels_last or args.fuse_bn or args.compile:
+            raise UsageError("--fast chooses the whole path; drop --amp, --channels_last, --fuse_bn and --compile")
+        options, reason = choose_fast_path(device, args.fast)
+        logger.info("--fast %s: %s, because %s", args.fast, options.describe(), reason)
     output_dir = args.output_dir or default_output_dir(args.dataset)
     outputs = None
     if dist_info.is_main:  # every output path is checked before any model or data is loaded

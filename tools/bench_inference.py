@@ -17,7 +17,16 @@ videos on which their top-1 predictions agree.
 
 A variant is a comma list of: ``amp`` (bf16 on CPU, fp16 on CUDA), ``bf16``,
 ``fp16``, ``channels_last``, ``fuse_bn``, ``compile``, ``compile_max`` (mode
-max-autotune).
+max-autotune), ``int8`` (backbone quantized, :mod:`ops.quantize`; alone, or with
+``channels_last``), or a single word ``fast`` (``--fast auto``'s pick for this
+machine). int8 is calibrated on the timed input for the latency (random weights),
+and with ``--val_list`` on the first ``--calibration_clips`` clips of the dataset's
+training list (its validation list when it has none) for the agreement.
+
+The ``machine:`` line gives the CPU's ISA (:func:`ops.machine.isa_line`):
+PyTorch's CPU capability, whether bf16 / AMX / VNNI are native, and any cap set
+with ``ATEN_CPU_CAPABILITY``, ``ONEDNN_MAX_CPU_ISA`` or ``FBGEMM_ENABLE_INSTRUCTIONS``
+(an AVX2-only CPU is emulated with all three set to AVX2).
 """
 
 from __future__ import annotations
@@ -25,7 +34,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
 import statistics
 import sys
 import time
@@ -36,7 +44,15 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ops.cli import HelpFormatter, add_aliases  # noqa: E402
-from ops.inference import InferenceOptions, build_model, load_checkpoint_model, prepare_model, run_batch  # noqa: E402
+from ops.inference import (  # noqa: E402
+    InferenceOptions,
+    build_model,
+    choose_fast_path,
+    load_checkpoint_model,
+    prepare_model,
+    run_batch,
+)
+from ops.machine import machine_description  # noqa: E402,F401 -- also imported from here by other benchmarks
 from ops.model_config import ModelConfig  # noqa: E402
 from ops.runtime import resolve_device, setup_logging  # noqa: E402
 
@@ -46,15 +62,26 @@ logger = logging.getLogger("bench_inference")
 #: then with --amp --compile. On a CPU without native bf16 (no AVX512-BF16 or AMX) the --amp
 #: rows come out slower than fp32: the table shows which path pays on the machine at hand.
 DEFAULT_VARIANTS = ("fuse_bn,channels_last", "amp,fuse_bn,channels_last", "amp,fuse_bn,channels_last,compile")
-VARIANT_WORDS = ("amp", "bf16", "fp16", "channels_last", "fuse_bn", "compile", "compile_max")
+VARIANT_WORDS = ("amp", "bf16", "fp16", "channels_last", "fuse_bn", "compile", "compile_max", "int8", "fast")
 
 
 def parse_variant(text: str) -> InferenceOptions:
-    """``"amp,channels_last"`` -> :class:`InferenceOptions`; unknown words are an error naming them."""
+    """``"amp,channels_last"`` -> :class:`InferenceOptions`; unknown words are an error naming them.
+
+    ``fast`` alone is ``--fast auto``'s pick for this machine (logged with its reason).
+    """
     words = [w.strip() for w in text.split(",") if w.strip()]
     unknown = [w for w in words if w not in VARIANT_WORDS]
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown variant word(s) {unknown}; use {', '.join(VARIANT_WORDS)}")
+    if "fast" in words:
+        if len(words) > 1:
+            raise argparse.ArgumentTypeError("'fast' is a whole variant; give it alone")
+        options, reason = choose_fast_path(torch.device("cpu"))
+        logger.info("variant 'fast' is %s: %s", options.describe(), reason)
+        return options
+    if "int8" in words and set(words) - {"int8", "channels_last", "fuse_bn"}:
+        raise argparse.ArgumentTypeError("int8 combines only with channels_last and fuse_bn")
     dtype = "bfloat16" if "bf16" in words else "float16" if "fp16" in words else None
     return InferenceOptions(
         amp="amp" in words or dtype is not None,
@@ -63,6 +90,7 @@ def parse_variant(text: str) -> InferenceOptions:
         fuse_bn="fuse_bn" in words,
         compile="compile" in words or "compile_max" in words,
         compile_mode="max-autotune" if "compile_max" in words else None,
+        int8="int8" in words,
     )
 
 
@@ -94,6 +122,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="segments for the agreement run (default: the checkpoint's)")
     parser.add_argument("--input_size", type=int, default=None,
                         help="crop size for the agreement run (default: the model's, 224)")
+    parser.add_argument("--calibration_clips", type=int, default=8,
+                        help="int8 with --val_list: clips of the training list that set the int8 scales (default: 8)")
     parser.add_argument("-j", "--workers", type=int, default=2, help="loader workers for the agreement run (default: 2)")
     return add_aliases(parser)
 
@@ -117,17 +147,23 @@ def time_paths(paths: dict[str, tuple[torch.nn.Module, InferenceOptions]], x: to
     return times
 
 
-def machine_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return (f"{cpu}, {torch.get_num_threads()} threads, ISA {torch.backends.cpu.get_cpu_capability()}, "
-            f"torch {torch.__version__}")
+def calibration_clips(model: torch.nn.Module, args: argparse.Namespace) -> torch.Tensor:
+    """``[B, T*m*3, H, W]``: the first ``--calibration_clips`` clips of the dataset's training list (its
+    validation list when it has none), with the evaluation's transforms, for the int8 scales."""
+    from ops.dataset_config import get_dataset_config
+    from ops.evaluation import build_dataset
+
+    cfg = get_dataset_config(args.dataset, args.root_path, val_list=args.val_list)
+    source = cfg.train_list if cfg.train_list and os.path.isfile(cfg.train_list) else cfg.val_list
+    if source != cfg.train_list:
+        logger.warning("int8 is calibrated on clips of the validation list %s (no training list found)", source)
+    cfg = get_dataset_config(args.dataset, args.root_path, val_list=os.path.abspath(source))
+    dataset = build_dataset(model, cfg, model.num_segments, input_size=args.input_size)
+    count = min(args.calibration_clips, len(dataset))
+    # Evenly spread over the list, which is often sorted by class.
+    picks = np.linspace(0, len(dataset) - 1, count).round().astype(int)
+    logger.info("int8 calibration: %d clips of %s", count, source)
+    return torch.stack([dataset[int(i)][0] for i in picks])
 
 
 def agreement(model: torch.nn.Module, paths: dict, args: argparse.Namespace, device: torch.device) -> None:
@@ -170,16 +206,20 @@ def main(args: argparse.Namespace) -> None:
         config = ModelConfig.released(args.modality, args.arch, args.num_class, args.num_segments)
         model = build_model(config.to_dict(), args.num_class).eval()
     variants = args.variant or [parse_variant(v) for v in DEFAULT_VARIANTS]
-    paths = {"fp32": (prepare_model(model, device, InferenceOptions()), InferenceOptions())}
-    for options in variants:
-        paths[options.describe()] = (prepare_model(model, device, options), options)
-
     size = args.input_size or args.size
     x = torch.randn(args.batch_size, model.num_segments * model.new_length * 3, size, size,
                     generator=torch.Generator().manual_seed(args.seed))
+    calibration = x
+    if args.val_list and args.weights and any(options.int8 for options in variants):
+        calibration = calibration_clips(model, args)
+    paths = {"fp32": (prepare_model(model, device, InferenceOptions()), InferenceOptions())}
+    for options in variants:
+        paths[options.describe()] = (prepare_model(model, device, options, calibration=calibration), options)
+
     print(f"PAN {model.modality} {model.arch}, {model.num_segments} segments x {model.new_length} frames, "
           f"{size}x{size}, batch {args.batch_size}")
-    print(f"machine: {machine_description(device)}")
+    print(f"machine: {machine_description(device)}; load average "
+          f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     times = time_paths(paths, x, device, args.repeats, args.warmup)
     base = statistics.median(times["fp32"])
     print(f"\n{'path':<40} {'median ms':>10} {'min ms':>8} {'speed-up':>9}")

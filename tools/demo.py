@@ -42,7 +42,7 @@ from ops.dataset_config import get_dataset_config, load_categories  # noqa: E402
 from ops.errors import PanError  # noqa: E402
 from ops.exported import is_exported, load_evaluation_model  # noqa: E402
 from ops.frame_sources import FolderSource, FrameSource, FrameSourceError, open_source  # noqa: E402
-from ops.inference import InferenceOptions, prepare_model, run_batch  # noqa: E402
+from ops.inference import FAST_PATHS, InferenceOptions, choose_fast_path, prepare_model, run_batch  # noqa: E402
 from ops.models import PAN  # noqa: E402
 from ops.runtime import DEVICE_CHOICES, resolve_device, setup_logging  # noqa: E402
 from ops.transforms import default_scale_size, eval_transform  # noqa: E402
@@ -310,6 +310,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="fold BatchNorm into the convolutions before it (default: off)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                         help="torch.compile the model; pays off only with --repeats (default: off)")
+    parser.add_argument("--fast", default=None, choices=FAST_PATHS,
+                        help="a whole fast path instead of --amp/--channels_last/--fuse_bn/--compile: auto (the "
+                             "best for this machine, logged with the reason), bf16, int8 (backbone quantized, "
+                             "calibrated on the input clip; CPU), fp32 (default: off)")
     parser.add_argument("--repeats", dest="repeat", type=int, default=1,
                         help="time the network this many times after a warm-up run and report the median "
                              "(default: 1, a single cold run)")
@@ -341,7 +345,9 @@ def main(args: argparse.Namespace) -> int:
         if args.repeat < 1 or args.num_clips < 1 or args.top < 1:
             raise DemoError("--repeats, --num_clips and --top must be >= 1")
         exported = is_exported(args.weights)
-        if exported and (args.amp or args.channels_last or args.fuse_bn or args.compile):
+        if args.fast and (args.amp or args.channels_last or args.fuse_bn or args.compile):
+            raise DemoError("--fast chooses the whole path; drop --amp, --channels_last, --fuse_bn and --compile")
+        if exported and (args.amp or args.channels_last or args.fuse_bn or args.compile or args.fast):
             raise DemoError(f"{args.weights} is an exported model and runs as it was exported: drop --amp, "
                             "--channels_last, --fuse_bn and --compile (they apply to checkpoints)")
         start = time.perf_counter()
@@ -357,6 +363,9 @@ def main(args: argparse.Namespace) -> int:
         image_tmpl = args.image_tmpl or _dataset_image_tmpl(checkpoint, args.dataset)
         options = InferenceOptions(amp=args.amp, channels_last=args.channels_last,
                                    fuse_bn=args.fuse_bn, compile=args.compile)
+        if args.fast:
+            options, reason = choose_fast_path(device, args.fast)
+            logger.info("--fast %s: %s, because %s", args.fast, options.describe(), reason)
         prepared = prepare_model(model, device, options)
         result = classify(prepared, args.input, class_names, device, options, crop, scale,
                           args.test_crops, args.num_clips, image_tmpl, min(args.top, len(class_names)),
