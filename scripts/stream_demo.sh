@@ -27,14 +27,17 @@ done
 absolute() { case "$1" in /*) echo "$1" ;; *) echo "$caller_dir/$1" ;; esac; }
 
 # Full: the quickstart's data (32x32 frames, 32 per video, crop 28), 8 segments of 4 frames, resnet18 from
-# scratch, one-way shift, VAP; the long video holds each of the 12 classes once, for two 32-frame clips in a row
-# (64 frames, 5.3 s at 12 fps). Reduced: 4 segments, one epoch, 4 actions: seconds, for the tests.
+# scratch, one-way shift, VAP; the long video holds 48 actions (each of the 12 classes 4 times, in shuffled
+# rounds, never the same class twice in a row), one fresh 32-frame scene each (2.7 s at 12 fps). One scene per
+# action because a synthetic action is an event that spans its whole clip: two scenes of one action back to back
+# put a scene cut inside the window that no training clip has (docs/DEPLOY.md has the measurement).
+# Reduced: 4 segments, one epoch, 4 actions: seconds, for the tests.
 case "$mode" in
     full)
         out="$(absolute "${PAN_STREAM_DEMO_OUT:-runs/stream_demo}")"
         data_flags=(--size 32 --frames 32 --train-per-class 100 --val-per-class 5)
         train_flags=(--num_segments 8 --epochs "${PAN_STREAM_DEMO_EPOCHS:-25}" -b 16 --lr 0.02 --warmup 1)
-        actions=12; clips_per_action=2
+        actions=48; clips_per_action=1
         ;;
     reduced)
         out="$(absolute "${PAN_STREAM_DEMO_OUT:-runs/stream_demo_reduced}")"
@@ -67,7 +70,14 @@ import numpy as np
 from tools.make_synthetic import CLASS_NAMES, VIDEO_FPS, render_video, video_rng, write_mp4
 
 out, actions, per = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-order = np.random.default_rng(7).permutation(len(CLASS_NAMES))[:actions]
+rng = np.random.default_rng(7)
+order = []
+while len(order) < actions:  # shuffled rounds of every class; a round never starts with the class just shown
+    round_ = list(rng.permutation(len(CLASS_NAMES)))
+    if order and round_[0] == order[-1]:
+        round_ = round_[1:] + round_[:1]
+    order += round_
+order = order[:actions]
 clips, timeline, frame = [], [], 0
 for i, label in enumerate(order):
     for k in range(per):  # fresh scenes (test split seeds, never trained on)
