@@ -54,7 +54,8 @@ from ops.modalities import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from ops.PAN_modules import PA  # noqa: E402
 from ops.runtime import resolve_device  # noqa: E402
 from ops.video_reader import read_frames  # noqa: E402
-from tools.bench_pa import interleaved_medians, load_average, machine_description  # noqa: E402
+from ops.machine import machine_description  # noqa: E402
+from tools.bench_pa import interleaved_medians, load_average  # noqa: E402
 from tools.make_synthetic import render_video, write_mp4  # noqa: E402
 
 logger = logging.getLogger("bench_flow")

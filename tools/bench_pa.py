@@ -38,7 +38,6 @@ import argparse
 import datetime
 import logging
 import os
-import platform
 import statistics
 import sys
 import time
@@ -52,6 +51,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ops.cli import HelpFormatter, add_aliases  # noqa: E402
+from ops.machine import machine_description  # noqa: E402
 from ops.PAN_modules import PA_EPS, pa_maps  # noqa: E402
 from ops import pa_fast  # noqa: E402
 from ops.pa_fast import pa_maps_fast  # noqa: E402
@@ -124,23 +124,6 @@ def unfold_pa(frames: torch.Tensor, weight: torch.Tensor, n_length: int) -> torc
     patches = F.unfold(diffs, weight.shape[-1], padding=weight.shape[-1] // 2)  # [B, C*k*k, H*W]
     features = torch.matmul(weight.flatten(1), patches) + PA_EPS  # [B, C', H*W]
     return torch.linalg.vector_norm(features, dim=1).view(-1, n_length - 1, *frames.shape[-2:])
-
-
-def machine_description(device: torch.device) -> str:
-    """CPU model and threads (or the GPU), for the report."""
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    text = f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} with {torch.get_num_threads()} threads"
-    if device.type == "cuda":
-        text += f", GPU {torch.cuda.get_device_name(device)}"
-    return text
 
 
 def load_average() -> str:

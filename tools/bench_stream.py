@@ -30,8 +30,6 @@ import argparse
 import json
 import logging
 import os
-import platform
-import subprocess
 import sys
 import time
 
@@ -42,22 +40,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ops.backbones import BACKBONES  # noqa: E402
 from ops.cli import HelpFormatter, add_aliases  # noqa: E402
+from ops.machine import cpu_model, isa_line  # noqa: E402
 from ops.models import PAN  # noqa: E402
 from ops.streaming import StreamingPAN, split_frames  # noqa: E402
 
 logger = logging.getLogger("bench_stream")
-
-
-def cpu_model_name() -> str:
-    """lscpu's model name (the platform's processor string when lscpu is missing)."""
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in text.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown"
 
 
 def stats(seconds: list[float]) -> dict[str, float]:
@@ -124,11 +111,12 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
-    machine = {"cpu": cpu_model_name(), "capability": torch.backends.cpu.get_cpu_capability(),
+    machine = {"cpu": cpu_model(), "capability": torch.backends.cpu.get_cpu_capability(), "isa": isa_line(),
                "threads": torch.get_num_threads(), "onednn_max_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
                "loadavg_before": os.getloadavg(), "torch": torch.__version__}
     print(f"CPU: {machine['cpu']}, torch capability {machine['capability']}, {machine['threads']} threads, "
           f"load average {machine['loadavg_before'][0]:.1f} at the start (other jobs share these cores)")
+    print(machine["isa"])
     results = []
     for arch in args.arch:
         r = bench_arch(arch, args)

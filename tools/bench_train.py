@@ -44,7 +44,7 @@ from ops.lr_schedule import build_param_groups  # noqa: E402
 from ops.runtime import resolve_device, setup_logging  # noqa: E402
 from ops.train_args import get_args_parser as main_args_parser  # noqa: E402
 from ops.small_maps import trim_small_maps  # noqa: E402
-from tools.bench_inference import machine_description  # noqa: E402
+from ops.machine import machine_description  # noqa: E402
 
 #: The quickstart's training command line (scripts/quickstart.sh, full mode), less the run folders.
 QUICKSTART_ARGS = ("synthetic Lite --arch resnet18 --num_segments 8 --crop_size 28 --scale_size 32 -b 16 "

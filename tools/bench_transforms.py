@@ -54,6 +54,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ops.cli import HelpFormatter, add_aliases  # noqa: E402
+from ops.machine import machine_description  # noqa: E402
 from ops.modalities import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from ops.transforms import eval_transform, train_transform  # noqa: E402
 
@@ -74,30 +75,6 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 # ------------------------------------------------------------------ machine
-
-
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
-    except OSError:
-        return set()
-
-
-def machine_line() -> str:
-    """CPU model, threads, torch's kernel ISA and whether bf16 / AMX / VNNI are native."""
-    try:  # the project's shared description (it names the ISA and bf16 / AMX / VNNI), where it exists
-        from ops.machine import machine_description  # type: ignore[import-not-found]
-        return machine_description(torch.device("cpu"))
-    except ImportError:
-        from tools.bench_inference import machine_description
-    flags = cpu_flags()
-    native = {name: any(f in flags for f in fs) for name, fs in (
-        ("bf16", ("avx512_bf16", "amx_bf16")), ("AMX", ("amx_tile",)), ("VNNI", ("avx512_vnni", "avx_vnni")))}
-    caps = ", ".join(f"{k} {'native' if v else 'not native'}" for k, v in native.items())
-    env = " ".join(f"{k}={os.environ[k]}" for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if k in os.environ)
-    return f"{machine_description(torch.device('cpu'))}; {caps}" + (f"; env {env}" if env else "")
 
 
 # ------------------------------------------------------------------ frames
@@ -275,7 +252,7 @@ def main(args: argparse.Namespace) -> dict[str, float]:
             "eval ops.transforms": lambda i: eval_t(lazy_open(clips[i])),
         }, len(clips), args.rounds)
         decoders = decoder_times(paths) if args.decoders else {}
-    print(f"machine: {machine_line()}; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(f"machine: {machine_description(torch.device('cpu'))}; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(f"frames {width}x{height} JPEG q{args.quality} 4:2:0 ({kb:.1f} KB mean), crop {args.crop}, "
           f"{args.segments} segments x {args.length} frames = {per_clip} frames/clip, "
           f"best of {args.rounds} rounds of {args.clips} clips, 1 thread")
