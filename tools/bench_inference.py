@@ -122,8 +122,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="segments for the agreement run (default: the checkpoint's)")
     parser.add_argument("--input_size", type=int, default=None,
                         help="crop size for the agreement run (default: the model's, 224)")
-    parser.add_argument("--calibration_clips", type=int, default=8,
-                        help="int8 with --val_list: clips of the training list that set the int8 scales (default: 8)")
+    parser.add_argument("--calibration_clips", type=int, default=64,
+                        help="int8 with --val_list: clips of the training list that set the int8 scales (default: 64)")
     parser.add_argument("-j", "--workers", type=int, default=2, help="loader workers for the agreement run (default: 2)")
     return add_aliases(parser)
 
