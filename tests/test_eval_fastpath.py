@@ -126,6 +126,15 @@ def test_amp_dtype_choices_are_checked():
         runtime.resolve_amp_dtype(CPU, "int8")
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_amp_on_a_cpu_without_native_bf16_warns_that_it_is_slower(monkeypatch, caplog, native):
+    monkeypatch.setattr(runtime, "bf16_is_native", lambda: native)
+    monkeypatch.setitem(runtime._warned, "bf16", False)
+    with caplog.at_level(logging.WARNING, logger="ops.runtime"):
+        assert runtime.resolve_amp_dtype(CPU) == torch.bfloat16
+    assert ("no native bf16" in caplog.text and "slower than fp32" in caplog.text) == (not native)
+
+
 def test_bench_tool_runs_and_reports_the_ratio(capsys, monkeypatch):
     from tools import bench_inference
 
