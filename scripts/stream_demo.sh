@@ -36,7 +36,7 @@ case "$mode" in
     full)
         out="$(absolute "${PAN_STREAM_DEMO_OUT:-runs/stream_demo}")"
         data_flags=(--size 32 --frames 32 --train-per-class 100 --val-per-class 5)
-        train_flags=(--num_segments 8 --epochs "${PAN_STREAM_DEMO_EPOCHS:-25}" -b 16 --lr 0.02 --warmup 1)
+        train_flags=(--num_segments 8 --epochs "${PAN_STREAM_DEMO_EPOCHS:-25}" -b 16 --lr 0.03 --warmup 1)
         actions=48; clips_per_action=1
         ;;
     reduced)
