@@ -131,9 +131,10 @@ def test_nan_loss_stops_naming_epoch_and_step_and_keeps_last_good_checkpoint(tmp
     data = make_tiny_dataset(tmp_path / "data")
     # Without the shift: a huge step leaves this model's weights finite but its next loss NaN.
     train(data, tmp_path, "--epochs", "1", "--no-shift")
-    # A learning rate that overflows the weights after one step: the next loss is NaN.
+    # A learning rate that makes the weights huge (1e20 times a gradient: finite in float32, with room for any
+    # gradient the data give) after one step: the next forward overflows and its loss is NaN.
     with pytest.raises(NonFiniteLossError, match=r"loss is (nan|inf) at epoch 1, step 1: stopping"):
-        train(data, tmp_path, "--resume", "auto", "--lr", "1e37", "--gd", "0", "--save-every", "1", "--no-shift")
+        train(data, tmp_path, "--resume", "auto", "--lr", "1e20", "--gd", "0", "--save-every", "1", "--no-shift")
     # The checkpoint after step 0 (huge but finite weights) is the last one; step 1's NaN is never saved.
     ckpt = read_verified_checkpoint(str(tmp_path / "ckpt" / "run" / CKPT_NAME))
     assert (ckpt["epoch"], ckpt["step_in_epoch"]) == (1, 1)
