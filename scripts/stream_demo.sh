@@ -5,7 +5,7 @@
 # action once the window has left the previous action (after each change's warm-up of T segments), plus the
 # timing summary. docs/DEPLOY.md has the measured figures.
 #
-#   bash scripts/stream_demo.sh             # the full run (<= 10 minutes on 2 CPU cores)
+#   bash scripts/stream_demo.sh             # the full run (8-16 minutes on 2 CPU cores: docs/DEPLOY.md)
 #   bash scripts/stream_demo.sh --reduced   # a reduced run for the test suite: tiny data, one epoch, short video
 #
 # Environment (all optional):
