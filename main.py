@@ -33,6 +33,7 @@ from ops.bad_samples import (
     SubstitutingDataset,
     collate_with_reports,
 )
+from ops.backbones import wants_imagenet, zero_init_residual
 from ops.checkpoint_files import (
     RESUME_AUTO,
     restore_rng_state,
@@ -151,10 +152,16 @@ def effective_fc_lr5(args: argparse.Namespace) -> bool:
 
 def build_model(args: argparse.Namespace, num_class: int, pretrain: str | None = "from args") -> PAN:
     """The model ``args`` describe; ``pretrain`` overrides ``--pretrain`` (the dry run builds without weights)."""
-    return PAN.from_config(
+    if getattr(args, "zero_init_residual", False) and wants_imagenet(args.pretrain):
+        raise UsageError(f"--zero_init_residual is for training from scratch; it would erase the --pretrain "
+                         f"{args.pretrain} weights (use --pretrain none, or drop the flag)")
+    model = PAN.from_config(
         ModelConfig.from_args(args, num_class), pretrain=args.pretrain if pretrain == "from args" else pretrain,
         partial_bn=not args.no_partialbn, fc_lr5=effective_fc_lr5(args),
     )
+    if getattr(args, "zero_init_residual", False) and zero_init_residual(model.base_model) == 0:
+        raise UsageError(f"--zero_init_residual: --arch {args.arch} has no ResNet residual blocks")
+    return model
 
 
 def dry_run(args: argparse.Namespace) -> dict:

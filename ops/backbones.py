@@ -92,6 +92,24 @@ def build_backbone(arch: str, pretrain: str | None) -> nn.Module:
     return net
 
 
+def zero_init_residual(backbone: nn.Module) -> int:
+    """Zero the scale of the last BatchNorm of every ResNet residual block; returns how many blocks.
+
+    Each block then starts as the identity (its residual branch outputs zero), which keeps the
+    first steps of training from scratch stable (Goyal et al., 2017; torchvision's
+    ``zero_init_residual``). Only for random initialisation: on ImageNet weights it would erase them.
+    """
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+
+    count = 0
+    for module in backbone.modules():
+        last = module.bn2 if isinstance(module, BasicBlock) else module.bn3 if isinstance(module, Bottleneck) else None
+        if last is not None:
+            nn.init.zeros_(last.weight)
+            count += 1
+    return count
+
+
 def wants_imagenet(pretrain: str | None) -> bool:
     """True when ``pretrain`` names ImageNet or a weights file (not random init)."""
     if not pretrain:
