@@ -119,8 +119,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--channels_last", action=on_off, default=False, help="channels-last memory format")
     g.add_argument("--zero_init_residual", action=on_off, default=False,
                    help="training from scratch (--pretrain none, ResNets): the last BatchNorm of every residual "
-                   "block starts at zero, so each block starts as the identity; steadier first epochs (the "
-                   "quickstart's model after 15 epochs: 92.9%% top-1 against 87.1%%)")
+                   "block starts at zero, so each block starts as the identity (steadier first steps; on the "
+                   "quickstart's 15-epoch runs its effect was within the run-to-run spread: docs/TRAINING.md)")
     g.add_argument("--trim_small_maps", action=on_off, default=False,
                    help="convolutions on maps smaller than their kernel (tiny inputs, e.g. 28x28 leaves layer4 "
                    "at 1x1) skip the taps that only meet padding: the same outputs and gradients, much less work "
