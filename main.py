@@ -152,14 +152,15 @@ def effective_fc_lr5(args: argparse.Namespace) -> bool:
 
 def build_model(args: argparse.Namespace, num_class: int, pretrain: str | None = "from args") -> PAN:
     """The model ``args`` describe; ``pretrain`` overrides ``--pretrain`` (the dry run builds without weights)."""
-    if getattr(args, "zero_init_residual", False) and wants_imagenet(args.pretrain):
+    zero_init = getattr(args, "zero_init_residual", False)  # absent from namespaces built by older tools
+    if zero_init and wants_imagenet(args.pretrain):
         raise UsageError(f"--zero_init_residual is for training from scratch; it would erase the --pretrain "
                          f"{args.pretrain} weights (use --pretrain none, or drop the flag)")
     model = PAN.from_config(
         ModelConfig.from_args(args, num_class), pretrain=args.pretrain if pretrain == "from args" else pretrain,
         partial_bn=not args.no_partialbn, fc_lr5=effective_fc_lr5(args),
     )
-    if getattr(args, "zero_init_residual", False) and zero_init_residual(model.base_model) == 0:
+    if zero_init and zero_init_residual(model.base_model) == 0:
         raise UsageError(f"--zero_init_residual: --arch {args.arch} has no ResNet residual blocks")
     return model
 

@@ -68,9 +68,9 @@ from ops.frame_sampling import num_test_views
 from ops.inference import (
     FAST_PATHS,
     InferenceOptions,
-    choose_fast_path,
     prepare_model,
     read_checked_checkpoint,
+    resolve_fast_path,
     resolve_model_config,
 )
 from ops.inference import build_model as build_config_model
@@ -323,13 +323,9 @@ def _run(args: argparse.Namespace, device: torch.device, dist_info) -> dict:
     weights = [w for w in args.weights.split(",") if w.strip()]
     segments = parse_list(args.test_segments, len(weights), int, "--test_segments") or [None] * len(weights)
     coeffs = parse_list(args.coeff, len(weights), float, "--coeff")
-    options = InferenceOptions(amp=args.amp, amp_dtype=args.amp_dtype, channels_last=args.channels_last,
-                               fuse_bn=args.fuse_bn, compile=args.compile, compile_mode=args.compile_mode)
-    if args.fast:
-        if args.amp or args.channels_last or args.fuse_bn or args.compile:
-            raise UsageError("--fast chooses the whole path; drop --amp, --channels_last, --fuse_bn and --compile")
-        options, reason = choose_fast_path(device, args.fast)
-        logger.info("--fast %s: %s, because %s", args.fast, options.describe(), reason)
+    options = resolve_fast_path(args.fast, device, InferenceOptions(
+        amp=args.amp, amp_dtype=args.amp_dtype, channels_last=args.channels_last, fuse_bn=args.fuse_bn,
+        compile=args.compile, compile_mode=args.compile_mode))
     output_dir = args.output_dir or default_output_dir(args.dataset)
     outputs = None
     if dist_info.is_main:  # every output path is checked before any model or data is loaded

@@ -335,6 +335,19 @@ def choose_fast_path(device: torch.device, requested: str = "auto",
         "emulated and slower than fp32; int8 convolutions are native (AVX2/VNNI)")
 
 
+def resolve_fast_path(requested: str | None, device: torch.device, explicit: InferenceOptions) -> InferenceOptions:
+    """The options to run with: ``explicit`` (the separate flags) without ``--fast``, else the path
+    :func:`choose_fast_path` picks, logged with its reason. ``--fast`` chooses the whole path, so it is
+    refused beside any of the separate flags (:class:`UsageError`)."""
+    if not requested:
+        return explicit
+    if explicit.amp or explicit.channels_last or explicit.fuse_bn or explicit.compile:
+        raise UsageError("--fast chooses the whole path; drop --amp, --channels_last, --fuse_bn and --compile")
+    options, reason = choose_fast_path(device, requested)
+    logger.info("--fast %s: %s, because %s", requested, options.describe(), reason)
+    return options
+
+
 def prepare_model(model: nn.Module, device: torch.device, options: InferenceOptions,
                   calibration: torch.Tensor | None = None) -> nn.Module:
     """The model, in eval mode on ``device``, transformed for the fast path ``options``.

@@ -42,7 +42,7 @@ from ops.dataset_config import get_dataset_config, load_categories  # noqa: E402
 from ops.errors import PanError  # noqa: E402
 from ops.exported import is_exported, load_evaluation_model  # noqa: E402
 from ops.frame_sources import FolderSource, FrameSource, FrameSourceError, open_source  # noqa: E402
-from ops.inference import FAST_PATHS, InferenceOptions, choose_fast_path, prepare_model, run_batch  # noqa: E402
+from ops.inference import FAST_PATHS, InferenceOptions, prepare_model, resolve_fast_path, run_batch  # noqa: E402
 from ops.models import PAN  # noqa: E402
 from ops.runtime import DEVICE_CHOICES, resolve_device, setup_logging  # noqa: E402
 from ops.transforms import default_scale_size, eval_transform  # noqa: E402
@@ -345,11 +345,11 @@ def main(args: argparse.Namespace) -> int:
         if args.repeat < 1 or args.num_clips < 1 or args.top < 1:
             raise DemoError("--repeats, --num_clips and --top must be >= 1")
         exported = is_exported(args.weights)
-        if args.fast and (args.amp or args.channels_last or args.fuse_bn or args.compile):
-            raise DemoError("--fast chooses the whole path; drop --amp, --channels_last, --fuse_bn and --compile")
         if exported and (args.amp or args.channels_last or args.fuse_bn or args.compile or args.fast):
             raise DemoError(f"{args.weights} is an exported model and runs as it was exported: drop --amp, "
-                            "--channels_last, --fuse_bn and --compile (they apply to checkpoints)")
+                            "--channels_last, --fuse_bn, --compile and --fast (they apply to checkpoints)")
+        options = resolve_fast_path(args.fast, device, InferenceOptions(
+            amp=args.amp, channels_last=args.channels_last, fuse_bn=args.fuse_bn, compile=args.compile))
         start = time.perf_counter()
         model, resolved, checkpoint = load_evaluation_model(args.weights, None)
         t_load = time.perf_counter() - start
@@ -361,11 +361,6 @@ def main(args: argparse.Namespace) -> int:
         check_categories(model, class_names, args.weights, category_file)
         crop, scale, size_source = input_size_of(checkpoint, args.input_size, args.scale_size)
         image_tmpl = args.image_tmpl or _dataset_image_tmpl(checkpoint, args.dataset)
-        options = InferenceOptions(amp=args.amp, channels_last=args.channels_last,
-                                   fuse_bn=args.fuse_bn, compile=args.compile)
-        if args.fast:
-            options, reason = choose_fast_path(device, args.fast)
-            logger.info("--fast %s: %s, because %s", args.fast, options.describe(), reason)
         prepared = prepare_model(model, device, options)
         result = classify(prepared, args.input, class_names, device, options, crop, scale,
                           args.test_crops, args.num_clips, image_tmpl, min(args.top, len(class_names)),
