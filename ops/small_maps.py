@@ -110,10 +110,12 @@ def _trimmed_conv_forward(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor
     (kh, kw), (sh, sw), (dh, dw) = conv.kernel_size, conv.stride, conv.dilation
     ph, pw = conv.padding if isinstance(conv.padding, tuple) else (conv.padding, conv.padding)
     if conv.groups == 1 and (dh, dw) == (1, 1) and x.dim() == 4:
-        # Dense only where it saves work: fewer input pixels than the taps the trimmed kernel keeps.
+        # Dense where it saves work: no more input pixels than the taps the trimmed kernel keeps (layer3's
+        # 3x3 on 2x2 maps; layer4's on 1x1 maps and its stride-2 3x3 from 2x2 to 1x1, where the matrix is
+        # the trimmed kernel itself and one matrix product beats oneDNN's convolution backward).
         top, bottom, _, _ = reachable_taps(x.shape[-2], kh, sh, ph, dh)
         left, right, _, _ = reachable_taps(x.shape[-1], kw, sw, pw, dw)
-        if x.shape[-2] * x.shape[-1] < (bottom - top + 1) * (right - left + 1):
+        if x.shape[-2] * x.shape[-1] <= (bottom - top + 1) * (right - left + 1):
             return conv2d_dense(conv, x, weight, bias)
     return conv2d_reachable(conv, x, weight, bias)
 

@@ -39,18 +39,27 @@ def test_outputs_and_gradients_equal_the_plain_convolution(size, kernel, stride,
         torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
 
 
-def test_a_map_with_fewer_pixels_than_kernel_taps_is_one_matrix_product_not_a_convolution(monkeypatch):
+# layer3's 3x3 on 2x2 maps (every tap meets the input); layer4's 3x3 on 1x1 maps (one tap) and its stride-2
+# 3x3 from 2x2 to 1x1 (four taps, four pixels).
+@pytest.mark.parametrize("size, stride", [(2, 1), (1, 1), (2, 2)])
+def test_a_map_with_no_more_pixels_than_kernel_taps_is_one_matrix_product_not_a_convolution(monkeypatch, size,
+                                                                                             stride):
     torch.manual_seed(0)
-    conv = nn.Conv2d(8, 6, 3, padding=1).double()  # layer3's case: 3x3 on 2x2 maps, every tap meets the input
-    x = torch.randn(5, 8, 2, 2, dtype=torch.double)
+    conv = nn.Conv2d(8, 6, 3, stride=stride, padding=1).double()
+    x = torch.randn(5, 8, size, size, dtype=torch.double, requires_grad=True)
     expected = conv(x)
+    grad = torch.randn_like(expected)
+    expected_grads = torch.autograd.grad(expected, (x, conv.weight, conv.bias), grad)
     trim_small_maps(conv)
 
     def no_convolution(*args, **kwargs):
         raise AssertionError("F.conv2d called on a 2x2 map")
 
     monkeypatch.setattr("ops.small_maps.F.conv2d", no_convolution)
-    torch.testing.assert_close(conv(x), expected, atol=1e-12, rtol=0)
+    got = conv(x)
+    torch.testing.assert_close(got, expected, atol=1e-12, rtol=0)
+    for a, b in zip(torch.autograd.grad(got, (x, conv.weight, conv.bias), grad), expected_grads):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
 
 
 @pytest.mark.parametrize("size", [1, 2, 3])
