@@ -44,6 +44,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ops.errors import PanError
+from ops.jpeg_frames import EncodedJpeg, open_jpeg
 from ops.lmdb_store import FrameStore, frame_key
 from ops.video_reader import VideoReadError, check_frame_size, count_frames, read_frames
 
@@ -55,7 +56,7 @@ DEFAULT_IMAGE_TMPL = "img_{:05d}.jpg"
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".flv", ".mpg", ".mpeg")
 
 #: A frame as sources return it: a lazily decoded image, or a decoded RGB array.
-Frame = Union[Image.Image, np.ndarray]
+Frame = Union[Image.Image, EncodedJpeg, np.ndarray]
 
 
 class SampleLoadError(PanError, RuntimeError):
@@ -94,9 +95,11 @@ def _describe(err: BaseException) -> str:
         f"{type(err).__name__}: {err}"
 
 
-def _open_image_bytes(data: bytes | None, name: str) -> Image.Image:
+def _open_image_bytes(data: bytes | None, name: str) -> Image.Image | EncodedJpeg:
     """A lazily decoded image (so a transform may choose a draft size); header errors raise here.
 
+    A colour JPEG comes back as an :class:`~ops.jpeg_frames.EncodedJpeg` (its header read by
+    libjpeg-turbo, far cheaper than PIL's parser), anything else as a lazily opened PIL image.
     A header claiming more than :data:`~ops.video_reader.MAX_FRAME_PIXELS` is refused
     before anything is decoded.
     """
@@ -104,6 +107,12 @@ def _open_image_bytes(data: bytes | None, name: str) -> Image.Image:
         raise SampleLoadError(name, "missing frame")
     if len(data) == 0:
         raise SampleLoadError(name, "empty image file")
+    jpeg = open_jpeg(data)
+    if jpeg is not None:
+        too_big = check_frame_size(*jpeg.size)
+        if too_big:
+            raise SampleLoadError(name, too_big)
+        return jpeg
     try:
         img = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError:
@@ -143,7 +152,7 @@ def decode_image_bytes(data: bytes | None, name: str) -> None:
     """Fully decode one frame's bytes; :class:`SampleLoadError` naming ``name`` on any failure."""
     img = _open_image_bytes(data, name)
     try:
-        img.load()
+        img.rgb() if isinstance(img, EncodedJpeg) else img.load()
     except Exception as e:  # see _open_image_bytes
         raise SampleLoadError(name, f"cannot decode image: {_describe(e)}") from None
 
@@ -161,7 +170,7 @@ def rgb_arrays(frames: Sequence[Frame], names: Sequence[str]) -> list[np.ndarray
             continue
         if id(img) not in decoded:
             try:
-                decoded[id(img)] = np.asarray(img.convert("RGB"))
+                decoded[id(img)] = img.rgb() if isinstance(img, EncodedJpeg) else np.asarray(img.convert("RGB"))
             except Exception as e:  # PIL or numpy, any kind: this frame's problem
                 raise SampleLoadError(name, f"cannot decode image: {_describe(e)}") from None
         out.append(decoded[id(img)])
@@ -248,7 +257,7 @@ class FolderSource(FrameSource):
 
     def read(self, numbers: Sequence[int]) -> list[Frame]:
         self._require_folder()
-        cache: dict[int, Image.Image] = {}
+        cache: dict[int, Frame] = {}
         for n in numbers:
             n = int(n)
             if n in cache:

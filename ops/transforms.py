@@ -52,18 +52,15 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ops.errors import PanError
+from ops.jpeg_frames import EncodedJpeg
+# Optional (None when not installed): libjpeg-turbo called straight into a numpy buffer, ~1.6x faster than
+# PIL's decode + np.asarray on 340x256 frames, same pixels.
+from ops.jpeg_frames import simplejpeg
 from ops.modalities import IMAGENET_MEAN, IMAGENET_STD
-
-try:
-    # Optional (requirements: simplejpeg): libjpeg-turbo called straight into a numpy
-    # buffer, ~1.6x faster than PIL's decode + np.asarray on 340x256 frames, same pixels.
-    import simplejpeg
-except ImportError:
-    simplejpeg = None
 
 logger = logging.getLogger(__name__)
 
-Frame = Union[Image.Image, np.ndarray]
+Frame = Union[Image.Image, EncodedJpeg, np.ndarray]
 Rng = Union[np.random.Generator, random.Random]
 
 #: Scales of the shorter side used by the published multi-scale crop.
@@ -246,7 +243,7 @@ def normalize_uint8_fused(clip: torch.Tensor, mean: Sequence[float], std: Sequen
 
 
 def _frame_size(frame: Frame) -> tuple[int, int]:
-    if isinstance(frame, Image.Image):
+    if isinstance(frame, (Image.Image, EncodedJpeg)):
         return frame.size
     if isinstance(frame, np.ndarray) and frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == np.uint8:
         return frame.shape[1], frame.shape[0]
@@ -261,6 +258,8 @@ def _decode_pil(frame: Frame, index: int, draft: tuple[int, int] | None = None) 
     if isinstance(frame, np.ndarray):
         return Image.fromarray(frame)
     try:
+        if isinstance(frame, EncodedJpeg):
+            frame = frame.pil()
         if draft is not None and frame.format == "JPEG":
             frame.draft("RGB", draft)
         frame.load()
@@ -288,6 +287,8 @@ def _jpeg_bytes(frame: Frame) -> bytes | None:
     Grey, CMYK and other frames, and images PIL has already loaded (their file may be
     closed), go through PIL, which converts them to RGB as the published ``convert('RGB')``.
     """
+    if isinstance(frame, EncodedJpeg):
+        return frame.data
     if not isinstance(frame, Image.Image) or frame.format != "JPEG" or frame.mode != "RGB":
         return None
     fp = getattr(frame, "fp", None)

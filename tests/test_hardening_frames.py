@@ -24,6 +24,7 @@ from ops import frame_sources as dataset_module  # _open_image_bytes moved to op
 from ops import video_reader
 from ops.dataset import SampleLoadError, TSNDataSet, check_records, parse_list_file
 from ops.video_reader import MAX_FRAME_PIXELS, VideoReadError, read_frames
+from ops.jpeg_frames import EncodedJpeg
 from tests.helpers_data import make_frames, make_video
 from tests.eval_support import make_dataset, run_eval, save_ours, tiny_model
 from tests.train_support import make_tiny_dataset, train
@@ -87,7 +88,8 @@ def test_any_exception_of_the_decoder_becomes_a_sample_load_error(tmp_path, monk
     def broken_convert(self, *args, **kwargs):
         raise struct.error("unpack requires a buffer of 4 bytes")  # what a malformed chunk can raise
 
-    monkeypatch.setattr(Image.Image, "convert", broken_convert)
+    monkeypatch.setattr(Image.Image, "convert", broken_convert)  # PIL's decoder
+    monkeypatch.setattr(EncodedJpeg, "rgb", broken_convert)  # libjpeg-turbo's, for colour JPEGs
     ds = TSNDataSet(str(tmp_path), str(tmp_path / "list.txt"), num_segments=1, mode="val")
     with pytest.raises(SampleLoadError, match="unpack requires") as err:
         ds[0]
