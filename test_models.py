@@ -139,7 +139,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="accepted for the published scripts and ignored: use --device, "
                              "CUDA_VISIBLE_DEVICES and torchrun instead")
     parser.add_argument("--input_size", type=int, default=None,
-                        help="crop size; default: the model's (224); the resize size is 256/224 of it")
+                        help="crop size; default: the model's (224)")
+    parser.add_argument("--scale_size", type=int, default=None,
+                        help="resize of the shorter side before cropping; default: 256/224 of the crop, as "
+                             "published (give the training run's --scale_size when it set one)")
     parser.add_argument("--lmdb", default=None,
                         help="read frames from this LMDB store (tools/build_lmdb.py); default: frame files")
     # --- published flags that change nothing here
@@ -255,6 +258,9 @@ def check_args(args: argparse.Namespace) -> None:
             raise UsageError(f"{flag} must be >= {low}, got {value}")
     if args.input_size is not None and args.input_size < 1:
         raise UsageError(f"--input_size must be >= 1 pixel, got {args.input_size}")
+    if args.scale_size is not None and args.scale_size < (args.input_size or 1):
+        raise UsageError(f"--scale_size {args.scale_size} is below the crop size {args.input_size}: the shorter "
+                         "side is resized to scale_size, then the crop is taken from it")
     if not args.dist_timeout > 0:
         raise UsageError(f"--dist-timeout must be > 0 minutes, got {args.dist_timeout}")
 
@@ -276,7 +282,7 @@ def dry_run(args: argparse.Namespace) -> dict:
         resolved = resolve_model_config(checkpoint, path, model_overrides(args, num_segments))
         model = build_on_meta(lambda: build_config_model(resolved.config, cfg.num_class))
         crop = args.input_size or model.crop_size
-        scale = default_scale_size(crop)
+        scale = args.scale_size or default_scale_size(crop)
         side = scale if args.full_res else crop
         models.append({
             "weights": path, "file_found": os.path.exists(path), "coeff": coeff,
@@ -367,7 +373,7 @@ def _evaluate(args: argparse.Namespace, device: torch.device, dist_info, weights
                                                             options)  # a checkpoint, or a .pt2/.onnx export
         logger.info("%s: %s", path, ", ".join(f"{k}={v} ({resolved.sources[k]})" for k, v in resolved.config.items()))
         dataset = build_dataset(model, cfg, model.num_segments, test_crops=args.test_crops, full_res=args.full_res,
-                                input_size=args.input_size, dense_sample=args.dense_sample,
+                                input_size=args.input_size, scale_size=args.scale_size, dense_sample=args.dense_sample,
                                 twice_sample=args.twice_sample, num_clips=args.num_clips, lmdb=args.lmdb)
         total = len(dataset) if args.max_num < 0 else min(args.max_num, len(dataset))
         video_paths = [r.path for r in dataset.records[:total]]

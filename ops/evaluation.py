@@ -307,12 +307,12 @@ def collate_clips(items):
 
 
 def build_dataset(model, cfg: DatasetConfig, test_segments: int, *, test_crops: int = 1, full_res: bool = False,
-                  input_size: int | None = None, dense_sample: bool = False, twice_sample: bool = False,
-                  num_clips: int = 1, lmdb: str | None = None) -> TSNDataSet:
+                  input_size: int | None = None, scale_size: int | None = None, dense_sample: bool = False,
+                  twice_sample: bool = False, num_clips: int = 1, lmdb: str | None = None) -> TSNDataSet:
     """The test-mode dataset for one model (a :class:`ops.models.PAN`): its frames per segment,
     normalisation and views (the keywords are ``test_models.py``'s flags of the same names)."""
     crop = input_size or model.crop_size
-    transform = eval_transform(crop, None, test_crops, full_res, model.input_mean, model.input_std)
+    transform = eval_transform(crop, scale_size, test_crops, full_res, model.input_mean, model.input_std)
     return TSNDataSet(
         cfg.root_path, cfg.val_list, num_segments=test_segments, new_length=model.new_length,
         image_tmpl=cfg.image_tmpl, transform=transform, mode="test", dense_sample=dense_sample,
