@@ -9,13 +9,13 @@
 # model (TSN) cannot tell the two classes of a pair apart: expect about 50% direction accuracy
 # for it, and far more for the temporal models.
 #
-#   bash scripts/compare.sh          # 4 trainings of the quickstart's size: 29 minutes measured on 2 CPU cores
+#   bash scripts/compare.sh          # 4 trainings of the quickstart's size, then 5 evaluations (docs/QUICKSTART.md)
 #
 # Environment (all optional):
 #   PAN_COMPARE_OUT     output folder (default: runs/compare)
 #   PAN_COMPARE_DATA    dataset folder (default: data/synthetic, generated if missing)
 #   PAN_COMPARE_DEVICE  cpu, cuda or auto (default: auto)
-#   PAN_COMPARE_EPOCHS  training epochs of every model (default: 25, the quickstart's)
+#   PAN_COMPARE_EPOCHS  training epochs of every model (default: 20, the quickstart's)
 # Running it again resumes unfinished trainings and skips finished ones.
 set -eo pipefail
 caller_dir="$PWD"
@@ -27,12 +27,13 @@ data="$(absolute "${PAN_COMPARE_DATA:-data/synthetic}")"
 device="${PAN_COMPARE_DEVICE:-auto}"
 workers=$(( $(nproc) / 2 )); [ "$workers" -ge 1 ] || workers=1
 # The quickstart's full configuration (see scripts/quickstart.sh): keep both scripts in step.
-data_flags=(--size 32 --frames 32 --train-per-class 100 --val-per-class 20)
-train_flags=(--arch resnet18 --num_segments 8 --crop_size 28 --scale_size 32 --epochs "${PAN_COMPARE_EPOCHS:-25}"
-             -b 16 --lr 0.02 --warmup 1 --lr_type cos --dropout 0.2 --no-fc_lr5 --trim_small_maps --pretrain none
-             --seed 0)
-crop=28
-segments=8
+data_flags=(--size 32 --frames 16 --train-per-class 100 --val-per-class 20)
+train_flags=(--arch resnet18 --num_segments 4 --crop_size 24 --scale_size 28 --epochs "${PAN_COMPARE_EPOCHS:-20}"
+             -b 32 --lr 0.04 --warmup 1 --lr_type cos --dropout 0.2 --zero_init_residual --no-fc_lr5
+             --trim_small_maps --pretrain none --seed 0)
+crop=24
+scale=28
+segments=4
 
 # The table goes into README.md at the end: check now that it can, not after half an hour.
 python -c 'from tools.compare_models import replace_marked_block; replace_marked_block(open("README.md", encoding="utf-8").read(), "", "README.md")' || {
@@ -66,7 +67,7 @@ for entry in "${models[@]}"; do
     echo "=== [$(( SECONDS - start ))s] evaluating $name"
     rm -rf "$out/eval/$name"
     python test_models.py synthetic --root_path "$data" --weights "$out/checkpoints/$name/ckpt.best.pth.tar" \
-        --test_segments "$segments" --test_crops 1 --input_size "$crop" --batch_size 8 -j "$workers" \
+        --test_segments "$segments" --test_crops 1 --input_size "$crop" --scale_size "$scale" --batch_size 8 -j "$workers" \
         --device "$device" --output_dir "$out/eval/$name"
 done
 
@@ -74,7 +75,7 @@ echo "=== [$(( SECONDS - start ))s] evaluating PAN Full: the RGB stream (TSM) an
 rm -rf "$out/eval/full"
 python test_models.py synthetic --root_path "$data" \
     --weights "$out/checkpoints/tsm/ckpt.best.pth.tar,$out/checkpoints/pa/ckpt.best.pth.tar" \
-    --test_segments "$segments" --test_crops 1 --input_size "$crop" --batch_size 8 -j "$workers" \
+    --test_segments "$segments" --test_crops 1 --input_size "$crop" --scale_size "$scale" --batch_size 8 -j "$workers" \
     --device "$device" --output_dir "$out/eval/full"
 
 python tools/compare_models.py --out "$out/results.md" --readme README.md --categories "$data/category.txt" \

@@ -3,7 +3,7 @@
 The model, optimizer and parameter groups are built from a ``main.py``
 command line, exactly as ``main.py`` builds them; the default is the
 quickstart's configuration (``scripts/quickstart.sh``: PAN Lite, resnet18 from
-scratch, 8 segments x 4 frames, crop 28, batch 16). Each variant trains its
+scratch, 4 segments x 4 frames, crop 24, batch 32). Each variant trains its
 own copy of the same initial model on the same fixed batch; every repeat runs
 each variant for ``--steps`` optimizer steps in turn, so a change of machine
 load hits them alike, and the report gives the median clips/s of each and its
@@ -47,9 +47,9 @@ from ops.small_maps import trim_small_maps  # noqa: E402
 from ops.machine import machine_description  # noqa: E402
 
 #: The quickstart's training command line (scripts/quickstart.sh, full mode), less the run folders.
-QUICKSTART_ARGS = ("synthetic Lite --arch resnet18 --num_segments 8 --crop_size 28 --scale_size 32 -b 16 "
-                   "--lr 0.02 --dropout 0.2 --no-fc_lr5 --shift --shift_div 8 --shift_place blockres --VAP "
-                   "--pretrain none --seed 0")
+QUICKSTART_ARGS = ("synthetic Lite --arch resnet18 --num_segments 4 --crop_size 24 --scale_size 28 -b 32 "
+                   "--lr 0.04 --dropout 0.2 --zero_init_residual --no-fc_lr5 --shift --shift_div 8 "
+                   "--shift_place blockres --VAP --pretrain none --seed 0")
 DEFAULT_VARIANTS = ("plain", "channels_last", "amp", "amp,channels_last", "compile")
 FAST_FLAGS = ("amp", "channels_last", "compile", "trim_small_maps")
 
