@@ -25,7 +25,8 @@ absolute() { case "$1" in /*) echo "$1" ;; *) echo "$caller_dir/$1" ;; esac; }
 out="$(absolute "${PAN_COMPARE_OUT:-runs/compare}")"
 data="$(absolute "${PAN_COMPARE_DATA:-data/synthetic}")"
 device="${PAN_COMPARE_DEVICE:-auto}"
-workers=$(( $(nproc) / 2 )); [ "$workers" -ge 1 ] || workers=1
+source "$(dirname "${BASH_SOURCE[0]}")/loader_workers.sh"
+workers=$(loader_workers "$device")
 # The quickstart's full configuration (see scripts/quickstart.sh): keep both scripts in step.
 data_flags=(--size 32 --frames 16 --train-per-class 100 --val-per-class 20)
 train_flags=(--arch resnet18 --num_segments 4 --crop_size 24 --scale_size 28 --epochs "${PAN_COMPARE_EPOCHS:-20}"

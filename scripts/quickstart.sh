@@ -62,14 +62,8 @@ case "$mode" in
     *) echo "quickstart.sh: PAN_QUICKSTART_MODE must be 'full' or 'tiny', not '$mode'" >&2; exit 2 ;;
 esac
 device="${PAN_QUICKSTART_DEVICE:-auto}"
-# A GPU needs loader workers to keep it fed: half the cores (at least one). On the CPU the loader runs in
-# the training process (-j 0): a loader process competes with the step's threads for the same cores and
-# slows the step by more than the loading costs (2 cores, AVX2 EPYC: two epochs 56.8 s with -j 0,
-# 61.4 s with -j 1).
-workers=$(( $(nproc) / 2 )); [ "$workers" -ge 1 ] || workers=1
-if [ "$device" = cpu ] || { [ "$device" = auto ] && ! python -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' 2>/dev/null; }; then
-    workers=0
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/loader_workers.sh"
+workers=$(loader_workers "$device")
 run=pan_lite
 ckpt="$out/checkpoints/$run/ckpt.best.pth.tar"
 mkdir -p "$out"
