@@ -5,12 +5,12 @@
 # action once the window has left the previous action (after each change's warm-up of T segments), plus the
 # timing summary. docs/DEPLOY.md has the measured figures.
 #
-#   bash scripts/stream_demo.sh             # the full run (8-16 minutes on 2 CPU cores: docs/DEPLOY.md)
+#   bash scripts/stream_demo.sh             # the full run (about 7 minutes on 2 CPU cores: docs/DEPLOY.md)
 #   bash scripts/stream_demo.sh --reduced   # a reduced run for the test suite: tiny data, one epoch, short video
 #
 # Environment (all optional):
 #   PAN_STREAM_DEMO_OUT     folder for every output (default: runs/stream_demo; runs/stream_demo_reduced)
-#   PAN_STREAM_DEMO_EPOCHS  training epochs of the full run (default: 25, as the quickstart)
+#   PAN_STREAM_DEMO_EPOCHS  training epochs of the full run (default: 20, as the quickstart)
 # Running it again reuses the dataset and a finished training (main.py --resume auto).
 set -eo pipefail
 caller_dir="$PWD"
@@ -26,30 +26,32 @@ for arg in "$@"; do
 done
 absolute() { case "$1" in /*) echo "$1" ;; *) echo "$caller_dir/$1" ;; esac; }
 
-# Full: the quickstart's data (32x32 frames, 32 per video, crop 28), 8 segments of 4 frames, resnet18 from
-# scratch, one-way shift, VAP; the long video holds 48 actions (each of the 12 classes 4 times, in shuffled
-# rounds, never the same class twice in a row), one fresh 32-frame scene each (2.7 s at 12 fps). One scene per
+# Full: the quickstart's data and training (32x32 frames, 16 per video, 4 segments of 4 frames that tile
+# them, crop 24, resnet18 from scratch, zero-initialised residual blocks, batch 32, lr 0.04), with a one-way
+# shift and VAP; the long video holds 48 actions (each of the 12 classes 4 times, in shuffled
+# rounds, never the same class twice in a row), one fresh 16-frame scene each (1.3 s at 12 fps). One scene per
 # action because a synthetic action is an event that spans its whole clip: two scenes of one action back to back
 # put a scene cut inside the window that no training clip has (docs/DEPLOY.md has the measurement).
 # Reduced: 4 segments, one epoch, 4 actions: seconds, for the tests.
 case "$mode" in
     full)
         out="$(absolute "${PAN_STREAM_DEMO_OUT:-runs/stream_demo}")"
-        data_flags=(--size 32 --frames 32 --train-per-class 100 --val-per-class 5)
-        train_flags=(--num_segments 8 --epochs "${PAN_STREAM_DEMO_EPOCHS:-25}" -b 16 --lr 0.03 --warmup 1)
+        data_flags=(--size 32 --frames 16 --train-per-class 100 --val-per-class 5)
+        train_flags=(--num_segments 4 --crop_size 24 --scale_size 28 --epochs "${PAN_STREAM_DEMO_EPOCHS:-20}" -b 32
+                     --lr 0.04 --warmup 1 --zero_init_residual)
         actions=48; clips_per_action=1
         ;;
     reduced)
         out="$(absolute "${PAN_STREAM_DEMO_OUT:-runs/stream_demo_reduced}")"
         data_flags=(--size 32 --frames 16 --train-per-class 2 --val-per-class 1)
-        train_flags=(--num_segments 4 --epochs 1 -b 8 --lr 0.005 --warmup 0)
+        train_flags=(--num_segments 4 --crop_size 28 --scale_size 32 --epochs 1 -b 8 --lr 0.005 --warmup 0)
         actions=4; clips_per_action=1
         ;;
 esac
 data="$out/data"
 run=pan_lite_online
 ckpt="$out/checkpoints/$run/ckpt.best.pth.tar"
-workers=$(( $(nproc) / 2 )); [ "$workers" -ge 1 ] || workers=1
+workers=0  # on the CPU the loader runs in the training process, as in the quickstart (scripts/quickstart.sh)
 mkdir -p "$out"
 start=$SECONDS
 
@@ -57,19 +59,19 @@ echo "=== [$(( SECONDS - start ))s] synthetic dataset in $data ($mode)"
 python tools/make_synthetic.py --output_dir "$data" "${data_flags[@]}" --workers "$(nproc)" --quiet
 
 echo "=== [$(( SECONDS - start ))s] training PAN Lite with a one-way shift (resnet18 from scratch, VAP)"
-python main.py synthetic Lite --root_path "$data" --arch resnet18 "${train_flags[@]}" --crop_size 28 \
-    --scale_size 32 --dropout 0.2 --lr_type cos --no-fc_lr5 --trim_small_maps --shift --shift_mode online --VAP --pretrain none \
+python main.py synthetic Lite --root_path "$data" --arch resnet18 "${train_flags[@]}" --dropout 0.2 --lr_type cos --no-fc_lr5 --trim_small_maps --shift --shift_mode online --VAP --pretrain none \
     --seed 0 --device cpu -j "$workers" --eval-freq 100 --print-freq 50 \
     --root_log "$out/log" --root_model "$out/checkpoints" --store_name "$run" --resume auto
 train_s=$(( SECONDS - start ))
 
-echo "=== [$(( SECONDS - start ))s] the long video: $actions actions, $clips_per_action clip(s) of 32 frames each"
-python - "$out" "$actions" "$clips_per_action" <<'EOF'
+frames=$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["num_frames"])' "$data/dataset.json")
+echo "=== [$(( SECONDS - start ))s] the long video: $actions actions, $clips_per_action clip(s) of $frames frames each"
+python - "$out" "$actions" "$clips_per_action" "$frames" <<'EOF'
 import json, os, sys
 import numpy as np
 from tools.make_synthetic import CLASS_NAMES, VIDEO_FPS, render_video, video_rng, write_mp4
 
-out, actions, per = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+out, actions, per, length = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 rng = np.random.default_rng(7)
 order = []
 while len(order) < actions:  # shuffled rounds of every class; a round never starts with the class just shown
@@ -81,15 +83,15 @@ order = order[:actions]
 clips, timeline, frame = [], [], 0
 for i, label in enumerate(order):
     for k in range(per):  # fresh scenes (test split seeds, never trained on)
-        clips.append(render_video(int(label), video_rng(1000 + i, "val", k), 32, 32))
+        clips.append(render_video(int(label), video_rng(1000 + i, "val", k), 32, length))
     timeline.append({"label": int(label), "name": CLASS_NAMES[label], "first_frame": frame + 1,
-                     "last_frame": frame + 32 * per, "start_s": frame / VIDEO_FPS})
-    frame += 32 * per
+                     "last_frame": frame + length * per, "start_s": frame / VIDEO_FPS})
+    frame += length * per
 write_mp4(os.path.join(out, "long.mp4"), np.concatenate(clips), VIDEO_FPS)
 with open(os.path.join(out, "long_timeline.json"), "w") as f:
     json.dump({"fps": VIDEO_FPS, "frames": frame, "actions": timeline}, f, indent=1)
 print(f"{out}/long.mp4: {frame} frames ({frame / VIDEO_FPS:.1f} s at {VIDEO_FPS} fps), the action changes every "
-      f"{32 * per / VIDEO_FPS:.1f} s")
+      f"{length * per / VIDEO_FPS:.1f} s")
 EOF
 
 echo "=== [$(( SECONDS - start ))s] streaming it"
