@@ -35,7 +35,7 @@ absolute() { case "$1" in /*) echo "$1" ;; *) echo "$caller_dir/$1" ;; esac; }
 
 # The configuration, chosen by measurement on the slower CPU class (2-core AMD EPYC, AVX2 only;
 # docs/QUICKSTART.md has the figures). Full: 1200 training and 240 validation videos of 16 frames at
-# 32x32; 4 segments of 4 frames, so that the segments tile each video's 16 frames with no gaps; crop 24
+# 32x32; 4 segments of 4 frames, whose snippets cover each video's 16 frames without gaps; crop 24
 # of frames resized to 28; resnet18 from scratch with its residual blocks starting as the identity
 # (--zero_init_residual: without it the first epochs are spent above chance loss); batch 32 at lr 0.04
 # with a 1-epoch warm-up and cosine decay; 20 epochs: about 8 minutes in all on 2 AVX2 cores, top-1 above
