@@ -22,11 +22,20 @@ def test_a_variant_is_a_set_of_main_py_fast_flags():
         bench_train.parse_variant("amp,lr")
 
 
-def test_the_default_configuration_is_a_valid_main_py_command_line():
+def test_the_default_configuration_is_the_quickstarts_training():
+    import re
+    from pathlib import Path
+
     from ops.train_args import get_args_parser
 
     args = get_args_parser().parse_args(bench_train.QUICKSTART_ARGS.split())
-    assert (args.modality, args.arch, args.num_segments, args.crop_size, args.batch_size) == ("Lite", "resnet18", 8, 28, 16)
+    script = (Path(__file__).resolve().parent.parent / "scripts" / "quickstart.sh").read_text()
+    full = script[script.index("    full)"):script.index("    tiny)")]
+    flags = dict(re.findall(r"(--num_segments|--crop_size|--scale_size|-b|--lr) (\S+)", full))
+    assert (args.modality, args.arch) == ("Lite", "resnet18") and args.zero_init_residual
+    assert (args.num_segments, args.crop_size, args.scale_size, args.batch_size, args.lr) == (
+        int(flags["--num_segments"]), int(flags["--crop_size"]), int(flags["--scale_size"]), int(flags["-b"]),
+        float(flags["--lr"]))
 
 
 @pytest.fixture(autouse=True)
