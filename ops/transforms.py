@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ops.errors import PanError
+from ops.frame_sources import Frame
 from ops.jpeg_frames import EncodedJpeg
 # Optional (None when not installed): libjpeg-turbo called straight into a numpy buffer, ~1.6x faster than
 # PIL's decode + np.asarray on 340x256 frames, same pixels.
@@ -60,7 +61,6 @@ from ops.modalities import IMAGENET_MEAN, IMAGENET_STD
 
 logger = logging.getLogger(__name__)
 
-Frame = Union[Image.Image, EncodedJpeg, np.ndarray]
 Rng = Union[np.random.Generator, random.Random]
 
 #: Scales of the shorter side used by the published multi-scale crop.
