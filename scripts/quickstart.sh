@@ -88,9 +88,8 @@ python main.py synthetic Lite --root_path "$data" --arch resnet18 "${train_flags
     --root_log "$out/log" --root_model "$out/checkpoints" --store_name "$run" --resume auto
 done_step
 
-crop=$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["crop_size"])' "$out/log/$run/args.json")
-segments=$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["num_segments"])' "$out/log/$run/args.json")
-scale=$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["scale_size"])' "$out/log/$run/args.json")
+read -r crop segments scale < <(python -c 'import json, sys; a = json.load(open(sys.argv[1]))
+print(a["crop_size"], a["num_segments"], a["scale_size"])' "$out/log/$run/args.json")
 step evaluate "evaluating the best checkpoint on the validation list"
 rm -rf "$out/eval"
 python test_models.py synthetic --root_path "$data" --weights "$ckpt" --test_segments "$segments" \
