@@ -376,7 +376,8 @@ def _run(args: argparse.Namespace, device: torch.device, info: DistInfo, run: Ru
         torch.manual_seed(args.seed + info.rank)  # dropout differs per process, reproducibly
 
     settings = StepSettings(amp=args.amp, iter_size=args.iter_size, clip_gradient=args.clip_gradient,
-                            channels_last=args.channels_last, freeze_bn=args.freeze_bn, print_freq=args.print_freq)
+                            channels_last=args.channels_last, freeze_bn=args.freeze_bn, print_freq=args.print_freq,
+                            train_history=args.train_history)
     last: dict = {}
 
     def save(epoch: int, step_in_epoch: int, is_best: bool = False) -> None:

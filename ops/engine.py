@@ -17,6 +17,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,7 @@ from ops.errors import PanError
 from ops.lr_schedule import EpochLR
 from ops.run_folder import RunFolder
 from ops.runtime import DistInfo, autocast, gather_objects, sum_over_processes
+from ops.temporal_shift import clips_as_one_stream
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +55,7 @@ class StepSettings:
     channels_last: bool = False
     freeze_bn: bool = False
     print_freq: int = 20
+    train_history: bool = False  # shift each batch as one stream (ops.temporal_shift.clips_as_one_stream)
 
 
 def freeze_batchnorm(model: nn.Module) -> None:
@@ -161,7 +164,8 @@ def train_one_epoch(
         data_time = time.perf_counter() - end
         x = x.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
-        output, loss = forward_loss(model, criterion, x, labels, device, settings)
+        with clips_as_one_stream(model, len(x)) if settings.train_history else nullcontext():
+            output, loss = forward_loss(model, criterion, x, labels, device, settings)
 
         loss_value = float(loss.detach())
         finite = math.isfinite(loss_value)

@@ -18,6 +18,9 @@ the shift traces and exports.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -77,6 +80,37 @@ class TemporalShift(nn.Module):
     def extra_repr(self) -> str:
         mode = "" if self.mode == "bidirectional" else f", mode={self.mode}"
         return f"n_segment={self.n_segment}, fold_div={self.fold_div}{mode}"
+
+
+@contextmanager
+def clips_as_one_stream(model: nn.Module, clips: int) -> Iterator[None]:
+    """Within the block, ``model``'s one-way shifts treat a batch of ``clips`` clips as one stream.
+
+    Each :class:`TemporalShift` sees ``clips * T`` segments instead of ``T``:
+    the first segment of clip ``k`` takes its shifted channels from the last
+    segment of clip ``k - 1`` (and so, block by block, from further back), as
+    a stream's window carries the previous scene in its shift buffers
+    (:mod:`ops.streaming`). Only clip 0 starts from an empty history, as
+    a stream does. Nothing else changes: PA works within a segment and the
+    head pools each clip's own ``T`` features, so the output is still
+    ``[clips, num_class]``, one prediction per clip.
+
+    Raises:
+        ValueError: a shift of ``model`` is two-way (it would take the next clip's segments: the future).
+    """
+    shifts = [m for m in model.modules() if isinstance(m, TemporalShift)]
+    two_way = [m for m in shifts if m.mode != "online"]
+    if two_way:
+        raise ValueError("training with history needs a one-way shift (shift_mode='online'); this model's shifts "
+                         "are two-way and would take segments of the next clip")
+    saved = [m.n_segment for m in shifts]
+    try:
+        for m in shifts:
+            m.n_segment *= clips
+        yield
+    finally:
+        for m, n_segment in zip(shifts, saved):
+            m.n_segment = n_segment
 
 
 def temporal_pool(x: torch.Tensor, n_segment: int) -> torch.Tensor:

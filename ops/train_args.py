@@ -74,6 +74,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--shift_mode", choices=SHIFT_MODES, default="bidirectional",
                    help="bidirectional: the published two-way shift; online: one-way, segment t takes channels "
                    "from t-1 only, for models that stream (ops/streaming.py)")
+    g.add_argument("--train_history", action=on_off, default=False,
+                   help="with --shift_mode online: shift each training batch as one stream, so every clip but the "
+                   "first carries the previous clip's segments in its shift buffers, as a window does when "
+                   "streaming (tools/stream.py); off by default: each clip starts from an empty history")
     g.add_argument("--temporal_pool", action=on_off, default=False, help="halve the segments after layer1")
     g.add_argument("--pretrain", default="imagenet", help="backbone initialisation: imagenet (torchvision's "
                    "file in the torch cache; nothing is downloaded), a .pth path, or none (random)")
@@ -229,6 +233,9 @@ def check_args(args: argparse.Namespace) -> None:
                              ("--max-bad-in-row", args.max_bad_in_row, 1), ("--eval-freq", args.eval_freq, 1)):
         if value < low:
             raise UsageError(f"{flag} must be >= {low}, got {value}")
+    if args.train_history and (args.shift_mode != "online" or args.shift is False or args.base == "TSN"):
+        raise UsageError("--train_history needs a one-way temporal shift (--shift --shift_mode online): it feeds "
+                         "each clip the previous clip's segments through the shift buffers")
     if args.crop_size < 1:
         raise UsageError(f"--crop_size must be >= 1 pixel, got {args.crop_size}")
     if args.scale_size is not None and args.scale_size < args.crop_size:
