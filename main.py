@@ -118,12 +118,16 @@ def configure_determinism(deterministic: bool) -> None:
 
 def dataset_config(args: argparse.Namespace) -> DatasetConfig:
     try:
-        return get_dataset_config(
+        cfg = get_dataset_config(
             args.dataset, args.root_path, train_list=args.train_list, val_list=args.val_list,
             image_tmpl=args.image_tmpl, num_class=args.num_class, video=args.video,
         )
     except ValueError as err:
         raise UsageError(str(err)) from None
+    if args.reverse_aug and not cfg.reverse_label_map:
+        raise UsageError(f"--reverse_aug: dataset {cfg.name!r} has no reverse_label_map (the label of a clip "
+                         "played backwards); only datasets whose classes come in time-reversed pairs have one")
+    return cfg
 
 
 def check_data(cfg: DatasetConfig, args: argparse.Namespace, report_path: str | None) -> None:
@@ -182,7 +186,7 @@ def build_datasets(cfg: DatasetConfig, args: argparse.Namespace, model: PAN) -> 
                   dense_sample=args.dense_sample, video=cfg.video, num_class=cfg.num_class, seed=args.seed,
                   lmdb_path=args.lmdb)
     train_tf = train_transform(args.crop_size, args.scale_size, cfg.flip, model.input_mean, model.input_std,
-                               cfg.flip_label_map)
+                               cfg.flip_label_map, reverse_label_map=cfg.reverse_label_map if args.reverse_aug else None)
     val_tf = eval_transform(args.crop_size, args.scale_size, 1, False, model.input_mean, model.input_std)
     train = TSNDataSet(cfg.root_path, cfg.train_list, transform=train_tf, mode="train", **common)
     val = TSNDataSet(cfg.root_path, cfg.val_list, transform=val_tf, mode="val", **common)

@@ -17,6 +17,10 @@ variable ``PAN_DATASETS`` (or passed as ``dataset_file``)::
                 "category_file": "classes.txt", "image_tmpl": "{:06d}.jpg",
                 "flip": true, "root_path": "/data/mydata"}}
 
+``reverse_label_map`` (``{"0": 1, "1": 0}``) names, for a dataset whose classes
+come in time-reversed pairs, the label of a clip played backwards; with it,
+``main.py --reverse_aug`` plays training clips backwards half of the time.
+
 See ``docs/DATA.md`` for the preparation of each dataset.
 """
 
@@ -65,6 +69,9 @@ class DatasetConfig:
     flip: bool = True
     #: Labels to swap when a clip is flipped (for datasets with mirrored classes).
     flip_label_map: dict[int, int] | None = None
+    #: The label of a clip played backwards, for datasets whose classes come in
+    #: time-reversed pairs ("opening" / "closing"); None: playing backwards is not a valid augmentation.
+    reverse_label_map: dict[int, int] | None = None
     #: True when the paths in the list files are video files, not frame folders.
     video: bool = False
 
@@ -78,6 +85,7 @@ class _Entry:
     image_tmpl: str = "img_{:05d}.jpg"
     flip: bool = True
     flip_label_map: dict[int, int] | None = None
+    reverse_label_map: dict[int, int] | None = None
     video: bool = False
     #: Lists used instead of train_list/val_list when video input is asked for.
     video_lists: tuple[str, str] | None = None
@@ -95,8 +103,10 @@ _REGISTRY: dict[str, _Entry] = {
     "ucf101": _Entry(101, "ucf101_train_split_1.txt", "ucf101_val_split_1.txt", "category.txt"),
     "hmdb51": _Entry(51, "hmdb51_train_split_1.txt", "hmdb51_val_split_1.txt", "category.txt"),
     "kinetics": _Entry(400, "train_videofolder.txt", "val_videofolder.txt", "category.txt"),
-    # Left/right are classes of the synthetic set, so flipping would corrupt labels.
+    # Left/right are classes of the synthetic set, so flipping would corrupt labels. Its classes 2k and
+    # 2k+1 are each other played backwards (tools/make_synthetic.py, MIRROR_PAIRS).
     "synthetic": _Entry(12, "train_list.txt", "val_list.txt", "category.txt", flip=False,
+                        reverse_label_map={label: label ^ 1 for label in range(12)},
                         video_lists=("train_videolist.txt", "val_videolist.txt"),
                         default_root=str(_REPO_ROOT / "data" / "synthetic")),
 }
@@ -136,8 +146,9 @@ def _load_user_entries(dataset_file: str | None) -> dict[str, _Entry]:
             raise DatasetConfigError(f"{path}: entry {name!r} lacks {sorted(missing)}")
         spec = dict(spec)
         root = spec.pop("root_path", None)
-        if spec.get("flip_label_map") is not None:
-            spec["flip_label_map"] = {int(k): int(v) for k, v in spec["flip_label_map"].items()}
+        for key in ("flip_label_map", "reverse_label_map"):
+            if spec.get(key) is not None:
+                spec[key] = {int(k): int(v) for k, v in spec[key].items()}
         spec.setdefault("category_file", None)
         entries[name] = _Entry(default_root=root, **spec)
     return entries
@@ -216,6 +227,7 @@ def get_dataset_config(
         image_tmpl=image_tmpl or entry.image_tmpl,
         flip=entry.flip if flip is None else flip,
         flip_label_map=dict(entry.flip_label_map) if entry.flip_label_map else None,
+        reverse_label_map=dict(entry.reverse_label_map) if entry.reverse_label_map else None,
         video=use_video,
     )
 

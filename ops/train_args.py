@@ -74,6 +74,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--shift_mode", choices=SHIFT_MODES, default="bidirectional",
                    help="bidirectional: the published two-way shift; online: one-way, segment t takes channels "
                    "from t-1 only, for models that stream (ops/streaming.py)")
+    g.add_argument("--reverse_aug", action=on_off, default=False,
+                   help="play half of the training clips backwards, relabelled by the dataset's reverse_label_map "
+                   "(the synthetic set: each class has a time-reversed twin); off by default, as published")
     g.add_argument("--train_history", action=on_off, default=False,
                    help="with --shift_mode online: shift each training batch as one stream, so every clip but the "
                    "first carries the previous clip's segments in its shift buffers, as a window does when "

@@ -394,6 +394,7 @@ class TrainTransform(ClipTransform):
         more_fix_crop: bool = True,
         prescale: bool = False,
         draft: bool = True,
+        reverse_label_map: dict[int, int] | None = None,
     ):
         if flip_label_map and not flip:
             raise ValueError("flip_label_map given but flipping is disabled for this dataset")
@@ -407,6 +408,7 @@ class TrainTransform(ClipTransform):
         self.scales, self.max_distort = tuple(scales), max_distort
         self.fix_crop, self.more_fix_crop = fix_crop, more_fix_crop
         self.prescale, self.draft = prescale, draft
+        self.reverse_label_map = dict(reverse_label_map) if reverse_label_map else None
 
     def draw(self, width: int, height: int, rng: Rng) -> tuple[tuple[float, float, float, float], bool]:
         """The clip's random draw: crop box ``(x, y, w, h)`` in stored-frame pixels, and the flip."""
@@ -424,6 +426,11 @@ class TrainTransform(ClipTransform):
     def apply(self, frames: Sequence[Frame], rng: Rng, label: int | None = None) -> tuple[torch.Tensor, int | None]:
         width, height = _clip_size(frames)
         box, flipped = self.draw(width, height, rng)
+        # Drawn only when asked for, so that the crops of every other run stay those of earlier versions.
+        if self.reverse_label_map is not None and _uniform(rng) < 0.5:
+            frames = frames[::-1]  # the whole clip backwards: segments and the frames within them
+            if label is not None:
+                label = self.reverse_label_map.get(label, label)
         s = self.crop_size
         integral = all(float(v).is_integer() for v in box)
         draft = None
@@ -545,7 +552,9 @@ def train_transform(
     **kwargs,
 ) -> TrainTransform:
     """The published training augmentation: ``GroupMultiScaleCrop(crop, [1, .875, .75, .66])``
-    then, when ``flip``, a random horizontal flip (labels swapped by ``flip_label_map``).
+    then, when ``flip``, a random horizontal flip (labels swapped by ``flip_label_map``);
+    with ``reverse_label_map=`` (a keyword), also the clip played backwards half of the
+    time, relabelled by the map (not published: ``main.py --reverse_aug``).
 
     ``scale_size`` is used only with ``prescale=True`` (see :class:`TrainTransform`).
     The result maps ``(frames, rng)`` to float ``[F*3, crop, crop]``.
