@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Streaming PAN end to end on the CPU: train (or reuse) a small one-way model (--shift_mode online) on the
-# synthetic dataset, build a long synthetic video in which the action changes every few seconds (with its
-# ground-truth timeline), stream it with tools/stream.py, and report the share of steps that name the right
-# action once the window has left the previous action (after each change's warm-up of T segments), plus the
-# timing summary. docs/DEPLOY.md has the measured figures.
+# Streaming PAN end to end on the CPU: train (or reuse) a small one-way PAN PA model (--shift_mode online,
+# --train_history) on the synthetic dataset, build a long synthetic video in which the action changes every few
+# seconds (with its ground-truth timeline), stream it with tools/stream.py, and report the share of steps that
+# name the right action once the window has left the previous action (after each change's warm-up of T
+# segments), plus the timing summary. docs/DEPLOY.md has the measured figures.
 #
 #   bash scripts/stream_demo.sh             # the full run (about 7 minutes on 2 CPU cores: docs/DEPLOY.md)
 #   bash scripts/stream_demo.sh --reduced   # a reduced run for the test suite: tiny data, one epoch, short video
@@ -26,9 +26,11 @@ for arg in "$@"; do
 done
 absolute() { case "$1" in /*) echo "$1" ;; *) echo "$caller_dir/$1" ;; esac; }
 
-# Full: the quickstart's data and training (32x32 frames, 16 per video, 4 segments of 4 frames that tile
-# them, crop 24, resnet18 from scratch, zero-initialised residual blocks, batch 32, lr 0.04), with a one-way
-# shift and VAP; the long video holds 48 actions (each of the 12 classes 4 times, in shuffled
+# Full: the quickstart's data and training schedule (32x32 frames, 16 per video, 4 segments of 4 frames that
+# tile them, crop 24, resnet18 from scratch, zero-initialised residual blocks, batch 32, lr 0.04, VAP) for the
+# PA modality (PA maps only: on these mirror pairs it learns the direction that Lite's RGB input lets it skip,
+# docs/DEPLOY.md), with a one-way shift trained with history (each batch shifted as one stream, as it will
+# stream); the long video holds 48 actions (each of the 12 classes 4 times, in shuffled
 # rounds, never the same class twice in a row), one fresh 16-frame scene each (1.3 s at 12 fps). One scene per
 # action because a synthetic action is an event that spans its whole clip: two scenes of one action back to back
 # put a scene cut inside the window that no training clip has (docs/DEPLOY.md has the measurement).
@@ -49,7 +51,7 @@ case "$mode" in
         ;;
 esac
 data="$out/data"
-run=pan_lite_online
+run=pan_pa_online
 ckpt="$out/checkpoints/$run/ckpt.best.pth.tar"
 workers=0  # on the CPU the loader runs in the training process, as in the quickstart (scripts/quickstart.sh)
 mkdir -p "$out"
@@ -58,8 +60,8 @@ start=$SECONDS
 echo "=== [$(( SECONDS - start ))s] synthetic dataset in $data ($mode)"
 python tools/make_synthetic.py --output_dir "$data" "${data_flags[@]}" --workers "$(nproc)" --quiet
 
-echo "=== [$(( SECONDS - start ))s] training PAN Lite with a one-way shift (resnet18 from scratch, VAP)"
-python main.py synthetic Lite --root_path "$data" --arch resnet18 "${train_flags[@]}" --dropout 0.2 --lr_type cos --no-fc_lr5 --trim_small_maps --shift --shift_mode online --VAP --pretrain none \
+echo "=== [$(( SECONDS - start ))s] training PAN PA with a one-way shift and history (resnet18 from scratch, VAP)"
+python main.py synthetic PA --root_path "$data" --arch resnet18 "${train_flags[@]}" --dropout 0.2 --lr_type cos --no-fc_lr5 --trim_small_maps --shift --shift_mode online --train_history --VAP --pretrain none \
     --seed 0 --device cpu -j "$workers" --eval-freq 100 --print-freq 50 \
     --root_log "$out/log" --root_model "$out/checkpoints" --store_name "$run" --resume auto
 train_s=$(( SECONDS - start ))

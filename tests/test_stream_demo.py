@@ -26,9 +26,10 @@ def test_the_reduced_demo_runs_end_to_end(tmp_path):
     proc = subprocess.run(["bash", str(REPO / "scripts" / "stream_demo.sh"), "--reduced"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    checkpoint = out / "checkpoints" / "pan_lite_online" / "ckpt.best.pth.tar"
+    checkpoint = out / "checkpoints" / "pan_pa_online" / "ckpt.best.pth.tar"
     assert checkpoint.is_file()
-    assert json.loads((out / "log" / "pan_lite_online" / "args.json").read_text())["shift_mode"] == "online"
+    args = json.loads((out / "log" / "pan_pa_online" / "args.json").read_text())
+    assert (args["modality"], args["shift_mode"], args["train_history"]) == ("PA", "online", True)
     truth = json.loads((out / "long_timeline.json").read_text())
     assert len(truth["actions"]) == 4 and truth["frames"] == 64  # scenes as long as the training videos
     summary = json.loads((out / "stream" / "summary.json").read_text())
