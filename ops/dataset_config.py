@@ -19,7 +19,8 @@ variable ``PAN_DATASETS`` (or passed as ``dataset_file``)::
 
 ``reverse_label_map`` (``{"0": 1, "1": 0}``) names, for a dataset whose classes
 come in time-reversed pairs, the label of a clip played backwards; with it,
-``main.py --reverse_aug`` plays training clips backwards half of the time.
+``main.py --reverse_aug`` plays training clips backwards half of the time. Both
+maps swap pairs; a label they do not name is its own mirror or reverse.
 
 See ``docs/DATA.md`` for the preparation of each dataset.
 """
@@ -148,10 +149,37 @@ def _load_user_entries(dataset_file: str | None) -> dict[str, _Entry]:
         root = spec.pop("root_path", None)
         for key in ("flip_label_map", "reverse_label_map"):
             if spec.get(key) is not None:
-                spec[key] = {int(k): int(v) for k, v in spec[key].items()}
+                spec[key] = _label_map(spec[key], spec["num_class"], f"{path}: entry {name!r}: {key}")
         spec.setdefault("category_file", None)
         entries[name] = _Entry(default_root=root, **spec)
     return entries
+
+
+def _label_map(raw: object, num_class: object, where: str) -> dict[int, int]:
+    """A registration file's label map (``{"3": 4, "4": 3}``) as ints, checked.
+
+    Labels are class indices below ``num_class``, and the map swaps pairs (a
+    flip or a reversal done twice gives the clip back): ``m[m[k]] == k``.
+    Labels it does not name keep their label (a class that looks the same
+    flipped or backwards). Raises :class:`DatasetConfigError` naming ``where``.
+    """
+    if not isinstance(raw, dict):
+        raise DatasetConfigError(f"{where} must be a JSON object of label -> label, got {type(raw).__name__}")
+    out: dict[int, int] = {}
+    for k, v in raw.items():
+        try:
+            a, b = int(k), int(v)
+        except (TypeError, ValueError):
+            raise DatasetConfigError(f"{where}: {k!r} -> {v!r} is not a pair of class indices") from None
+        for label in (a, b):
+            if isinstance(num_class, int) and not 0 <= label < num_class:
+                raise DatasetConfigError(f"{where}: label {label} is outside 0..{num_class - 1} (num_class "
+                                         f"{num_class})")
+        out[a] = b
+    for a, b in out.items():
+        if out.get(b, b) != a:
+            raise DatasetConfigError(f"{where} must swap pairs: {a} -> {b}, but {b} -> {out.get(b, b)}")
+    return out
 
 
 def _resolve(root: str, path: str | None) -> str | None:

@@ -115,6 +115,29 @@ def test_registration_file_errors(tmp_path):
         get_dataset_config("x", str(tmp_path), dataset_file=str(reg))
 
 
+@pytest.mark.parametrize("key, label_map, message", [
+    ("reverse_label_map", {"0": 1}, r"must swap pairs: 0 -> 1, but 1 -> 1"),
+    ("flip_label_map", {"0": 1, "1": 2, "2": 0}, r"must swap pairs: 0 -> 1, but 1 -> 2"),
+    ("reverse_label_map", {"0": 3, "3": 0}, r"label 3 is outside 0\.\.2 \(num_class 3\)"),
+    ("reverse_label_map", {"left": "right"}, r"'left' -> 'right' is not a pair of class indices"),
+    ("flip_label_map", [[0, 1]], r"must be a JSON object of label -> label, got list"),
+])
+def test_a_label_map_that_is_not_a_swap_of_valid_labels_is_refused_naming_the_file_and_entry(
+        tmp_path, key, label_map, message):
+    reg = tmp_path / "d.json"
+    reg.write_text(json.dumps({"x": {"num_class": 3, "train_list": "a", "val_list": "b", "flip": True,
+                                     key: label_map}}))
+    with pytest.raises(ValueError, match=rf"{reg}: entry 'x': {key}.*{message}"):
+        get_dataset_config("x", str(tmp_path), dataset_file=str(reg))
+
+
+def test_a_label_map_may_leave_labels_out_and_those_keep_their_label(tmp_path):
+    reg = tmp_path / "d.json"
+    reg.write_text(json.dumps({"x": {"num_class": 3, "train_list": "a", "val_list": "b",
+                                     "reverse_label_map": {"0": 1, "1": 0}}}))
+    assert get_dataset_config("x", str(tmp_path), dataset_file=str(reg)).reverse_label_map == {0: 1, 1: 0}
+
+
 def test_load_categories(tmp_path):
     p = tmp_path / "category.txt"
     p.write_text("push\npull\nHolding something\n")
