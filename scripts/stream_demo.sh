@@ -5,7 +5,7 @@
 # name the right action once the window has left the previous action (after each change's warm-up of T
 # segments), plus the timing summary. docs/DEPLOY.md has the measured figures.
 #
-#   bash scripts/stream_demo.sh             # the full run (about 7 minutes on 2 CPU cores: docs/DEPLOY.md)
+#   bash scripts/stream_demo.sh             # the full run (4 minutes on 2 AVX-512 cores: docs/DEPLOY.md)
 #   bash scripts/stream_demo.sh --reduced   # a reduced run for the test suite: tiny data, one epoch, short video
 #
 # Environment (all optional):
